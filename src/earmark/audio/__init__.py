@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Audio in: decoding, resampling, test signals and the edits used in evaluation."""

@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Decode any audio or video container to mono float32 blocks at a chosen rate.
+
+FFmpeg (through PyAV) demuxes and decodes; PyAV's resampler only mixes down to mono float,
+and soxr changes the rate, streamed, so that a 3-hour file never sits whole in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import soxr
+
+from earmark.errors import (
+    CorruptInput,
+    EmptyInput,
+    FileMissing,
+    InputTooLong,
+    SilentInput,
+    UnsupportedFormat,
+)
+
+#: Longest input accepted by default, in seconds (4 h); callers may raise or lower it.
+DEFAULT_MAX_SECONDS = 4 * 3600.0
+#: Peak level under which a whole input counts as silent (about -80 dBFS).
+SILENCE_PEAK = 1e-4
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says before decoding."""
+
+    codec: str
+    container: str
+    sample_rate: int
+    channels: int
+    duration_s: float | None
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.is_file():
+        raise FileMissing(f"no such file: {os.fspath(path)!r}")
+    if p.stat().st_size == 0:
+        raise EmptyInput(f"file is empty (0 bytes): {os.fspath(path)!r}")
+    try:
+        return av.open(os.fspath(p), mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise UnsupportedFormat(
+            f"FFmpeg does not recognise {p.name!r} as audio or video ({exc.strerror})"
+        ) from exc
+    except av.error.FFmpegError as exc:
+        raise CorruptInput(f"cannot open {p.name!r}: {exc}") from exc
+
+
+def _audio_stream(container: av.container.InputContainer, name: str) -> av.audio.AudioStream:
+    if not container.streams.audio:
+        raise UnsupportedFormat(f"{name!r} has no audio stream")
+    return container.streams.audio[0]
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Read codec, rate, channels and duration without decoding."""
+    with _open(path) as c:
+        s = _audio_stream(c, Path(path).name)
+        dur = None
+        if s.duration is not None and s.time_base is not None:
+            dur = float(s.duration * s.time_base)
+        elif c.duration is not None:
+            dur = c.duration / av.time_base
+        return AudioInfo(
+            codec=s.codec_context.name,
+            container=c.format.name,
+            sample_rate=s.codec_context.sample_rate or 0,
+            channels=s.codec_context.channels or 0,
+            duration_s=dur,
+        )
+
+
+def iter_blocks(
+    path: str | os.PathLike[str],
+    sr: int,
+    *,
+    block_s: float = 30.0,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+) -> Iterator[np.ndarray]:
+    """Decode ``path`` to mono float32 at ``sr`` Hz, yielding blocks of about ``block_s`` s.
+
+    Parameters
+    ----------
+    path : path-like
+        Any file FFmpeg reads: WAV, FLAC, MP3, Ogg Vorbis, Opus, AAC/M4A, MP4, WebM, ...
+    sr : int
+        Output sample rate in Hz.
+    block_s : float
+        Block length in seconds; the last block may be shorter.
+    max_seconds : float or None
+        Refuse inputs longer than this (decoded length), with :class:`InputTooLong`.
+
+    Yields
+    ------
+    block : np.ndarray [shape=(n,), dtype=float32]
+        Consecutive samples in [-1, 1] (not clipped: lossy decoders may overshoot slightly).
+
+    Raises
+    ------
+    FileMissing, EmptyInput, UnsupportedFormat, CorruptInput, InputTooLong
+        Before or while decoding. Silence is not checked here (see :func:`decode`).
+    """
+    name = Path(path).name
+    container = _open(path)
+    try:
+        stream = _audio_stream(container, name)
+        in_rate = stream.codec_context.sample_rate
+        if not in_rate:
+            raise CorruptInput(f"{name!r}: audio stream has no sample rate")
+        mixer = av.AudioResampler(format="flt", layout="mono", rate=in_rate)
+        rs = soxr.ResampleStream(in_rate, sr, 1, dtype="float32", quality="HQ")
+        block_n = max(1, int(block_s * sr))
+        limit_n = None if max_seconds is None else int(max_seconds * sr)
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        n_total = 0
+        n_bad = 0
+
+        def frames() -> Iterator[av.AudioFrame]:
+            nonlocal n_bad
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    return
+                except av.error.FFmpegError as exc:
+                    raise CorruptInput(f"{name!r}: cannot read packets ({exc})") from exc
+                try:
+                    yield from packet.decode()
+                except av.error.FFmpegError:
+                    # a damaged packet in the middle: skip it, like players do; too many → corrupt
+                    n_bad += 1
+                    if n_bad > 50:
+                        raise CorruptInput(f"{name!r}: too many undecodable packets") from None
+            
+
+        for frame in frames():
+            for mixed in mixer.resample(frame):
+                x = mixed.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                y = rs.resample_chunk(x)
+                if y.size:
+                    pending.append(y)
+                    n_pending += y.size
+            if limit_n is not None and n_total + n_pending > limit_n:
+                raise InputTooLong(
+                    f"{name!r} is longer than the limit of {max_seconds:.0f} s "
+                    "(raise it with --max-seconds)"
+                )
+            while n_pending >= block_n:
+                buf = np.concatenate(pending)
+                out, rest = buf[:block_n], buf[block_n:]
+                pending, n_pending = ([rest], rest.size) if rest.size else ([], 0)
+                n_total += out.size
+                yield out
+        for mixed in mixer.resample(None):
+            pending.append(rs.resample_chunk(mixed.to_ndarray().reshape(-1).astype(np.float32)))
+        pending.append(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+        buf = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+        if limit_n is not None and n_total + buf.size > limit_n:
+            raise InputTooLong(f"{name!r} is longer than the limit of {max_seconds:.0f} s")
+        n_total += buf.size
+        if n_total == 0:
+            if n_bad:
+                raise CorruptInput(f"{name!r}: no packet could be decoded")
+            raise EmptyInput(f"{name!r} holds no audio samples")
+        if buf.size:
+            yield buf
+    finally:
+        container.close()
+
+
+def decode(
+    path: str | os.PathLike[str],
+    sr: int,
+    *,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    allow_silent: bool = False,
+) -> np.ndarray:
+    """Decode a whole (short) input to one mono float32 array at ``sr`` Hz.
+
+    Use :func:`iter_blocks` for long inputs. Raises :class:`SilentInput` when the peak level
+    stays under :data:`SILENCE_PEAK`, unless ``allow_silent``.
+    """
+    blocks = list(iter_blocks(path, sr, max_seconds=max_seconds))
+    y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    if not allow_silent and (y.size == 0 or float(np.max(np.abs(y))) < SILENCE_PEAK):
+        raise SilentInput(f"{Path(path).name!r} is silent (peak under -80 dBFS)")
+    return y

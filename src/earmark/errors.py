@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The error hierarchy: every failure users see is an :class:`EarmarkError` with a ``code``.
+
+The CLI prints ``error.reason`` and the JSON carries ``status: "error"`` with the same reason;
+a later HTTP layer maps ``code`` to a problem response in one place.
+"""
+
+from __future__ import annotations
+
+
+class EarmarkError(Exception):
+    """Base class of earmark's errors. ``code`` is a stable, machine-readable name."""
+
+    code = "error"
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self}"
+
+
+class InputError(EarmarkError):
+    """The input audio cannot be used. Subclasses say why."""
+
+    code = "bad_input"
+
+
+class FileMissing(InputError):
+    code = "file_missing"
+
+
+class UnsupportedFormat(InputError):
+    code = "unsupported_format"
+
+
+class CorruptInput(InputError):
+    code = "corrupt_input"
+
+
+class EmptyInput(InputError):
+    code = "empty_input"
+
+
+class SilentInput(InputError):
+    code = "silent_input"
+
+
+class InputTooLong(InputError):
+    code = "input_too_long"
+
+
+class CatalogError(EarmarkError):
+    """The catalog (database + index) refused an operation."""
+
+    code = "catalog_error"
+
+
+class UnknownReference(CatalogError):
+    code = "unknown_reference"
+
+
+class ManifestError(CatalogError):
+    code = "bad_manifest"
+
+
+class IndexCorrupt(CatalogError):
+    code = "index_corrupt"

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Catalog identification: spectrogram → peaks → hashes → (index lookup) → match."""

@@ -1,0 +1,190 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The fingerprinter: audio → hashes, for references (streamed) and for queries (speed ladder).
+
+One protocol, :class:`Fingerprinter`; the built-in :class:`TripletFingerprinter` is registered
+through the ``earmark.fingerprinters`` entry point like a third-party one would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import soxr
+
+from earmark.identify.hashes import Hashes, HashParams, triplet_hashes
+from earmark.identify.peaks import PeakParams, Peaks, find_peaks
+from earmark.identify.spectrogram import SpectrogramParams, padded_log_spectrogram
+
+
+@dataclass
+class QueryPrints:
+    """Hashes of a query, expressed in the query's own time and frequency coordinates.
+
+    ``speed`` holds, per hash, the rung of the speed ladder that produced it.
+    """
+
+    hashes: Hashes
+    speed: np.ndarray
+    duration_s: float
+    n_peaks: int
+
+
+@runtime_checkable
+class Fingerprinter(Protocol):
+    """What the index and the matcher need from a fingerprinting method."""
+
+    name: str
+    version: str
+    sr: int
+    frame_rate: float
+    bins_per_octave: int
+
+    def reference(self, blocks: Iterable[np.ndarray]) -> tuple[Hashes, int]:
+        """Hashes of a reference from a stream of mono blocks; also returns its sample count."""
+        ...
+
+    def query(self, y: np.ndarray) -> QueryPrints:
+        """Hashes of a (short) query over the speed ladder."""
+        ...
+
+
+def speed_ladder(lo: float = 0.5, hi: float = 2.0, per_octave: int = 3) -> tuple[float, ...]:
+    """Speeds tried on queries: ``2 ** (k / per_octave)`` from ``lo`` to ``hi``."""
+    kmin = int(np.floor(np.log2(lo) * per_octave + 1e-9))
+    kmax = int(np.ceil(np.log2(hi) * per_octave - 1e-9))
+    return tuple(float(2.0 ** (k / per_octave)) for k in range(kmin, kmax + 1))
+
+
+@dataclass
+class TripletFingerprinter:
+    """Scale- and shift-invariant peak triplets on a log-frequency spectrogram.
+
+    References are fingerprinted once, at their own speed, sparsely. A query is slowed down or
+    sped up along a ladder of speeds (0.5–2 by default, three rungs an octave) and each version
+    is fingerprinted densely, so that one rung always lies within ±12 % of the true speed; the
+    triplet hashes absorb the remaining scale and any pitch shift.
+    """
+
+    spec: SpectrogramParams = field(default_factory=SpectrogramParams)
+    peaks: PeakParams = field(default_factory=PeakParams)
+    hashes: HashParams = field(default_factory=HashParams)
+    query_peaks_per_second: float = 18.0
+    query_fan: int = 8
+    query_widen: float = 0.15
+    query_margin: float = 0.2
+    ladder: tuple[float, ...] = field(default_factory=speed_ladder)
+    chunk_blocks: int = 60  #: reference chunk length, in one-second peak blocks
+
+    name: str = "triplet"
+    version: str = "1"
+
+    @property
+    def sr(self) -> int:
+        return self.spec.sr
+
+    @property
+    def frame_rate(self) -> float:
+        return self.spec.frame_rate
+
+    @property
+    def bins_per_octave(self) -> int:
+        return self.spec.bins_per_octave
+
+    # -- references -------------------------------------------------------------------------
+    def reference_peaks(self, blocks: Iterable[np.ndarray]) -> tuple[Peaks, int]:
+        """Peaks of a stream, computed chunk by chunk with the same result as in one piece."""
+        return _stream_peaks(blocks, self.spec, self.peaks, self.chunk_blocks)
+
+    def reference(self, blocks: Iterable[np.ndarray]) -> tuple[Hashes, int]:
+        pk, n = self.reference_peaks(blocks)
+        return triplet_hashes(pk, self.hashes), n
+
+    # -- queries ----------------------------------------------------------------------------
+    def query_peaks(self, y: np.ndarray) -> Peaks:
+        """Dense peaks of a query at its own speed."""
+        p = PeakParams(**{**self.peaks.__dict__, "per_second": self.query_peaks_per_second})
+        pk, _ = _stream_peaks([y], self.spec, p, chunk_blocks=10**9)
+        return pk
+
+    def query(self, y: np.ndarray) -> QueryPrints:
+        y = np.asarray(y, np.float32)
+        sr = self.spec.sr
+        parts: list[Hashes] = []
+        speeds: list[np.ndarray] = []
+        n_peaks = 0
+        bpo = self.spec.bins_per_octave
+        for v in self.ladder:
+            # slow the query down by v: if it had been sped up by v, this undoes it exactly
+            yv = y if v == 1.0 else soxr.resample(y, sr, sr * v, quality="LQ").astype(np.float32)
+            pk = self.query_peaks(yv)
+            n_peaks += len(pk)
+            h = triplet_hashes(pk, self.hashes, fan=self.query_fan, widen=self.query_widen,
+                               margin=self.query_margin)
+            # back to the query's own coordinates
+            h.t = h.t / np.float32(v)
+            h.span = h.span / np.float32(v)
+            h.f = h.f + np.float32(np.log2(v) * bpo)
+            parts.append(h)
+            speeds.append(np.full(len(h), v, np.float32))
+        return QueryPrints(
+            hashes=Hashes.concat(parts),
+            speed=np.concatenate(speeds) if speeds else np.zeros(0, np.float32),
+            duration_s=y.size / sr,
+            n_peaks=n_peaks,
+        )
+
+
+def _stream_peaks(
+    blocks: Iterable[np.ndarray], spec: SpectrogramParams, params: PeakParams, chunk_blocks: int
+) -> tuple[Peaks, int]:
+    """Peaks of a sample stream, in chunks of ``chunk_blocks`` thinning blocks plus margins."""
+    hop = spec.hop
+    block = max(1, int(round(spec.frame_rate)))
+    chunk = block * chunk_blocks  # frames owned by one chunk
+    margin = params.bg_frames // 2 + params.time_radius + 2  # frames of context either side
+    pad = spec.n_fft // 2
+    buf = np.zeros(pad, np.float32)  # padded stream, starting at padded sample `buf0`
+    buf0 = 0
+    f0 = 0  # first frame not yet emitted
+    n_samples = 0
+    out: list[Peaks] = []
+
+    def run(upto: int, final: bool) -> None:
+        nonlocal buf, buf0, f0
+        while True:
+            n_avail = 1 + (buf0 + buf.size - spec.n_fft) // hop  # frames computable so far
+            f1 = f0 + chunk
+            if not final and f1 + margin > n_avail:
+                return
+            f1 = min(f1, upto) if final else f1
+            if f1 <= f0:
+                return
+            g0 = max(0, f0 - margin)
+            g1 = min(n_avail, f1 + margin)
+            seg = buf[g0 * hop - buf0: (g1 - 1) * hop + spec.n_fft - buf0]
+            S = padded_log_spectrogram(seg, spec)
+            out.append(find_peaks(S, params, frame_rate=spec.frame_rate, frame0=g0,
+                                  keep=(f0, f1)))
+            f0 = f1
+            drop = max(0, (f0 - margin) * hop - buf0)
+            buf, buf0 = buf[drop:], buf0 + drop
+            if final and f0 >= upto:
+                return
+
+    for b in _nonempty(blocks):
+        n_samples += b.size
+        buf = np.concatenate([buf, b.astype(np.float32, copy=False)])
+        run(0, final=False)
+    buf = np.concatenate([buf, np.zeros(pad + hop, np.float32)])
+    n_frames = 1 + n_samples // hop
+    run(n_frames, final=True)
+    return Peaks.concat(out), n_samples
+
+
+def _nonempty(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for b in blocks:
+        if b.size:
+            yield b

@@ -1,0 +1,306 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The embedded on-disk index: immutable sorted segments plus a small SQLite manifest.
+
+Layout of a shard directory::
+
+    manifest.sqlite        segments, references (key → segment, base frame), settings
+    seg-000001.keys.npy    uint32 hash keys, sorted
+    seg-000001.vals.npy    (t: uint32 shard frame, f: uint8 bin, span: uint8 quarter-frames)
+
+Each ``add`` writes one new segment (10 bytes an entry) to temporary files, fsyncs and renames
+them, then commits the manifest in one SQLite transaction: a crash at any point leaves either
+no trace (orphan files are deleted on the next open) or the whole batch. ``remove`` is a
+manifest transaction; the entries are dropped by the next merge. Lookups binary-search the
+memory-mapped key arrays of every segment — a lookup is a few ``searchsorted`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from earmark.errors import IndexCorrupt
+from earmark.index.base import Candidates, IndexItem, IndexStats
+
+VAL_DTYPE = np.dtype([("t", "<u4"), ("f", "u1"), ("span", "u1")])
+SPAN_SCALE = 4.0  #: spans are stored in quarter frames
+MAX_SEGMENTS = 8  #: merge when a shard holds more segments than this
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, entries INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (
+    ref_key INTEGER PRIMARY KEY, segment INTEGER NOT NULL, base INTEGER NOT NULL,
+    n_frames INTEGER NOT NULL, entries INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+"""
+
+
+@dataclass
+class _Segment:
+    id: int
+    keys: np.ndarray
+    vals: np.ndarray
+    # references of this segment, sorted by base
+    bases: np.ndarray
+    ref_keys: np.ndarray
+    ends: np.ndarray
+
+
+class SegmentIndex:
+    """One shard of the index in a directory (see the module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+        The shard's directory; created if missing.
+    fingerprint : str
+        Name and version of the fingerprinter whose hashes this shard holds; opening a shard
+        made by another fingerprinter raises :class:`IndexCorrupt` (re-index needed).
+    """
+
+    name = "segments"
+
+    def __init__(self, path: str | os.PathLike[str], *, fingerprint: str = "") -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lockf = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the lifetime
+        self._db = sqlite3.connect(self.path / "manifest.sqlite", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._write_lock():
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT v FROM meta WHERE k='fingerprint'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+            elif fingerprint and row[0] != fingerprint:
+                raise IndexCorrupt(
+                    f"index at {self.path} was built with fingerprint {row[0]!r}, not "
+                    f"{fingerprint!r}: rebuild the catalog (earmark catalog add) into a new --db"
+                )
+            self._remove_orphans()
+        self._segments: dict[int, _Segment] = {}
+        self._reload()
+
+    # -- locking and bookkeeping ------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        fcntl.flock(self._lockf, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lockf, fcntl.LOCK_UN)
+
+    def _files(self, seg_id: int) -> tuple[Path, Path]:
+        return (self.path / f"seg-{seg_id:06d}.keys.npy", self.path / f"seg-{seg_id:06d}.vals.npy")
+
+    def _remove_orphans(self) -> None:
+        live = {r[0] for r in self._db.execute("SELECT id FROM segments")}
+        for p in self.path.glob("seg-*"):
+            try:
+                seg_id = int(p.name[4:10])
+            except ValueError:
+                continue
+            if seg_id not in live or p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+        for seg_id in live:
+            for f in self._files(seg_id):
+                if not f.exists():
+                    raise IndexCorrupt(f"index segment file {f} is missing")
+
+    def _reload(self) -> None:
+        rows = self._db.execute("SELECT id FROM segments ORDER BY id").fetchall()
+        refs = self._db.execute("SELECT segment, base, ref_key, n_frames FROM refs").fetchall()
+        by_seg: dict[int, list[tuple[int, int, int]]] = {}
+        for seg, base, key, n in refs:
+            by_seg.setdefault(seg, []).append((base, key, base + n))
+        segs: dict[int, _Segment] = {}
+        for (seg_id,) in rows:
+            old = self._segments.get(seg_id)
+            if old is not None:
+                keys, vals = old.keys, old.vals
+            else:
+                kf, vf = self._files(seg_id)
+                keys = np.load(kf, mmap_mode="r")
+                vals = np.load(vf, mmap_mode="r")
+            r = sorted(by_seg.get(seg_id, []))
+            arr = np.array(r, dtype=np.int64).reshape(-1, 3)
+            segs[seg_id] = _Segment(seg_id, keys, vals, arr[:, 0], arr[:, 1], arr[:, 2])
+        self._segments = segs
+
+    def _meta_int(self, k: str, default: int) -> int:
+        row = self._db.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone()
+        return default if row is None else int(row[0])
+
+    def _write_segment(self, seg_id: int, keys: np.ndarray, vals: np.ndarray) -> None:
+        for arr, final in zip((keys, vals), self._files(seg_id), strict=True):
+            tmp = final.with_name(final.name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        dfd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- the protocol -----------------------------------------------------------------------
+    def add(self, items: Sequence[IndexItem]) -> None:
+        with self._write_lock():
+            present = self.ref_keys()
+            todo = [it for it in items if it.ref_key not in present]
+            if not todo:
+                return
+            base = self._meta_int("next_base", 0)
+            seg_id = self._meta_int("next_segment", 1)
+            keys, vals, ref_rows = [], [], []
+            for it in todo:
+                h = it.hashes
+                v = np.empty(len(h), VAL_DTYPE)
+                v["t"] = base + np.clip(np.rint(h.t), 0, it.n_frames).astype(np.uint32)
+                v["f"] = np.clip(np.rint(h.f), 0, 255).astype(np.uint8)
+                v["span"] = np.clip(np.rint(h.span * SPAN_SCALE), 0, 255).astype(np.uint8)
+                keys.append(h.key.astype(np.uint32))
+                vals.append(v)
+                ref_rows.append((it.ref_key, seg_id, base, it.n_frames + 1, len(h)))
+                base += it.n_frames + 2
+            if base >= 2**32:
+                raise IndexCorrupt("shard is full (2^32 frames): add a shard")
+            k = np.concatenate(keys)
+            order = np.argsort(k, kind="stable")
+            self._write_segment(seg_id, k[order], np.concatenate(vals)[order])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT INTO segments VALUES (?, ?)", (seg_id, int(k.size)))
+                self._db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", ref_rows)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_base', ?)", (base,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('next_segment', ?)", (seg_id + 1,)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                for f in self._files(seg_id):
+                    f.unlink(missing_ok=True)
+                raise
+            self._reload()
+            if len(self._segments) > MAX_SEGMENTS:
+                self._merge_locked(sorted(self._segments, key=lambda s: len(self._segments[s].keys))
+                                   [: MAX_SEGMENTS // 2 + 1])
+
+    def remove(self, ref_keys: Sequence[int]) -> int:
+        with self._write_lock():
+            self._db.execute("BEGIN IMMEDIATE")
+            n = 0
+            for key in ref_keys:
+                n += self._db.execute("DELETE FROM refs WHERE ref_key=?", (int(key),)).rowcount
+            self._db.execute("COMMIT")
+            self._reload()
+            dead = [s.id for s in self._segments.values()
+                    if len(s.keys) and self._live_entries(s.id) < 0.7 * len(s.keys)]
+            if dead:
+                self._merge_locked(dead)
+            return n
+
+    def compact(self) -> None:
+        """Merge every segment into one, dropping the entries of removed references."""
+        with self._write_lock():
+            if self._segments:
+                self._merge_locked(list(self._segments))
+
+    def _live_entries(self, seg_id: int) -> int:
+        row = self._db.execute("SELECT SUM(entries) FROM refs WHERE segment=?", (seg_id,))
+        return int(row.fetchone()[0] or 0)
+
+    def _merge_locked(self, seg_ids: list[int]) -> None:
+        keys, vals = [], []
+        for sid in seg_ids:
+            s = self._segments[sid]
+            v = np.asarray(s.vals)
+            idx = np.searchsorted(s.bases, v["t"], side="right") - 1
+            ok = idx >= 0
+            ok[ok] &= v["t"][ok] < s.ends[idx[ok]]
+            keys.append(np.asarray(s.keys)[ok])
+            vals.append(v[ok])
+        k = np.concatenate(keys)
+        order = np.argsort(k, kind="stable")
+        new_id = self._meta_int("next_segment", 1)
+        self._write_segment(new_id, k[order], np.concatenate(vals)[order])
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO segments VALUES (?, ?)", (new_id, int(k.size)))
+            marks = ",".join("?" * len(seg_ids))
+            self._db.execute(f"UPDATE refs SET segment=? WHERE segment IN ({marks})",
+                             (new_id, *seg_ids))
+            self._db.execute(f"DELETE FROM segments WHERE id IN ({marks})", seg_ids)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('next_segment', ?)",
+                             (new_id + 1,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        for sid in seg_ids:
+            self._segments.pop(sid, None)
+            for f in self._files(sid):
+                f.unlink(missing_ok=True)
+        self._reload()
+
+    def lookup(self, keys: np.ndarray) -> Candidates:
+        keys = np.asarray(keys, np.uint32)
+        parts = []
+        for s in self._segments.values():
+            if not len(s.keys) or not len(s.bases):
+                continue
+            lo = np.searchsorted(s.keys, keys, side="left")
+            hi = np.searchsorted(s.keys, keys, side="right")
+            cnt = hi - lo
+            total = int(cnt.sum())
+            if total == 0:
+                continue
+            qidx = np.repeat(np.arange(keys.size, dtype=np.int64), cnt)
+            starts = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
+            pos = starts + np.arange(total)
+            v = s.vals[pos]
+            t = v["t"].astype(np.int64)
+            r = np.searchsorted(s.bases, t, side="right") - 1
+            ok = r >= 0
+            ok[ok] &= t[ok] < s.ends[r[ok]]
+            r = r[ok]
+            parts.append(Candidates(
+                qidx=qidx[ok],
+                ref_key=s.ref_keys[r],
+                entry=(np.int64(s.id) << 40) | pos[ok].astype(np.int64),
+                t=(t[ok] - s.bases[r]).astype(np.float32),
+                f=v["f"][ok].astype(np.float32),
+                span=v["span"][ok].astype(np.float32) / np.float32(SPAN_SCALE),
+            ))
+        return Candidates.concat(parts)
+
+    def ref_keys(self) -> set[int]:
+        return {r[0] for r in self._db.execute("SELECT ref_key FROM refs")}
+
+    def stats(self) -> IndexStats:
+        n_refs = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]
+        entries = sum(len(s.keys) for s in self._segments.values())
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        return IndexStats(references=int(n_refs), entries=int(entries), index_bytes=int(size),
+                          segments=len(self._segments))
+
+    def close(self) -> None:
+        self._segments = {}
+        self._db.close()
+        self._lockf.close()
+
+    def __enter__(self) -> SegmentIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
