@@ -308,7 +308,7 @@ def synth_music(
     scale = _MAJOR if rng.random() < 0.5 else _MINOR
     root = int(rng.integers(45, 57))  # A2..G#3: 110–208 Hz
 
-    def degree_to_midi(deg: np.ndarray, base: int) -> np.ndarray:
+    def degree_to_midi(deg: np.ndarray | int, base: int) -> np.ndarray:
         deg = np.asarray(deg)
         return base + 12 * (deg // 7) + scale[deg % 7]
 
@@ -387,7 +387,7 @@ def synth_speech_like(
     """Babble-like speech: formant-filtered pulse trains in syllables at about 4 Hz.
 
     Each talker has a base pitch in 90–220 Hz with a smooth intonation contour (kept within
-    90–250 Hz); each syllable (120–320 ms, short gaps between, pauses now and then) is a vowel
+    90–250 Hz); each syllable (100–260 ms, short gaps between, pauses now and then) is a vowel
     made by three formant resonators on a glottal pulse train, with a fricative noise onset
     half of the time. Several ``talkers`` summed give crowd babble.
 
@@ -429,7 +429,7 @@ def synth_speech_like(
 
         t = float(rng.uniform(0.0, 0.3))
         while t < duration:
-            syl = rng.uniform(0.12, 0.32)
+            syl = rng.uniform(0.1, 0.26)
             a, b = round(t * sr), min(n, round((t + syl) * sr))
             if b - a > 8:
                 formants = _VOWELS[rng.integers(len(_VOWELS))] * rng.uniform(0.9, 1.15)
@@ -443,5 +443,7 @@ def synth_speech_like(
                     hiss = scipy.signal.sosfilt(fric_sos, rng.standard_normal(m))
                     seg[:m] += 0.3 * hiss / (np.max(np.abs(hiss)) + 1e-12)
                 out[a:b] += seg * rng.uniform(0.6, 1.0)
-            t += syl + rng.uniform(0.02, 0.1) + (rng.uniform(0.2, 0.6) if rng.random() < 0.1 else 0)
+            t += (
+                syl + rng.uniform(0.02, 0.08) + (rng.uniform(0.2, 0.6) if rng.random() < 0.1 else 0)
+            )
     return _normalise_peak(out)
