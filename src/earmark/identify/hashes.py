@@ -39,6 +39,7 @@ class HashParams:
     df_step: float = 1.0  #: quantisation of frequency differences, bins
     ratio_levels: int = 20  #: quantisation levels of the time ratio over [0, 1]
     span_step: float = 0.5  #: quantisation of log2(span), octaves
+    min_df: float = 1.5  #: skip triplets whose three peaks lie within this many bins (one note)
 
     @property
     def df_levels(self) -> int:
@@ -84,8 +85,9 @@ class Hashes:
 
 @numba.njit(cache=True, nogil=True)
 def _quant(x: float, step: float, lo: int, hi: int, margin: float) -> tuple[int, int]:
-    """Bin of x and, when x lies within margin (in steps) of an edge, the neighbour (else -1)."""
-    v = x / step
+    """Bin of x (bins centred on multiples of step) and, when x lies within margin (in steps)
+    of an edge, the neighbour (else -1)."""
+    v = x / step + 0.5
     b = int(np.floor(v))
     fr = v - b
     other = -1
@@ -101,7 +103,7 @@ def _quant(x: float, step: float, lo: int, hi: int, margin: float) -> tuple[int,
 
 @numba.njit(cache=True, nogil=True)
 def _triplets(t, f, s, dt_min, dt_max, df_max, fan, df_step, ratio_levels, span_step,
-              log_dt_min, span_levels, margin):  # pragma: no cover - compiled
+              log_dt_min, span_levels, margin, min_df):  # pragma: no cover - compiled
     n = t.size
     off = int(np.ceil(df_max / df_step))
     df_levels = 2 * off + 1
@@ -145,6 +147,8 @@ def _triplets(t, f, s, dt_min, dt_max, df_max, fan, df_step, ratio_levels, span_
                 r = (t[ja] - t[i]) / span
                 d2 = f[ja] - f[i]
                 d3 = f[kb] - f[i]
+                if abs(d2) < min_df and abs(d3) < min_df:
+                    continue  # a repeated note: common to every piece, tells nothing
                 ls = np.log2(span) - log_dt_min
                 opts[0, 0], opts[0, 1] = _quant(d2 + off * df_step, df_step, 0, df_levels - 1,
                                                 margin)
@@ -205,6 +209,6 @@ def triplet_hashes(
     keys, anchor, span = _triplets(
         peaks.t.astype(np.float64), peaks.f.astype(np.float64), peaks.s.astype(np.float32),
         dt_min, dt_max, params.df_max, fan, params.df_step, params.ratio_levels,
-        params.span_step, np.log2(params.dt_min), params.span_levels, margin,
+        params.span_step, np.log2(params.dt_min), params.span_levels, margin, params.min_df,
     )
     return Hashes(keys, peaks.t[anchor], peaks.f[anchor], span.astype(np.float32))

@@ -29,6 +29,7 @@ class MatchParams:
     max_scale: float = 2.25  #: fastest
     shift_bin: float = 2.0  #: vote cell of the frequency shift, bins
     log_scale_bin: float = 0.08  #: vote cell of log2(scale)
+    offset_bin: float = 16.0  #: vote cell of the offset at the query centre, frames
     max_cells: int = 24  #: cells examined in detail
     offset_tol: float = 3.0  #: inlier tolerance on the fitted line, frames
     min_inliers: int = 5  #: fewer agreeing entries than this is no match at all
@@ -107,23 +108,33 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
     ref = cand.ref_key[ok]
     entry = cand.entry[ok]
     ls = np.log2(scale)
-    # 1. coarse vote over (reference, shift, log scale); a candidate votes in its cell and the
-    #    half-shifted one so that a cluster on a cell edge is not split
+    # 1. coarse vote over (reference, shift, log scale, offset); the offset is taken at the
+    #    query's centre so that an error in the per-candidate scale moves it little
+    tc = 0.5 * qp.duration_s * frame_rate
+    off_c = tr - scale * (tq - tc)
     sb = np.floor(shift / params.shift_bin + 0.5).astype(np.int64)
     lb = np.floor(ls / params.log_scale_bin + 0.5).astype(np.int64)
-    cell = (ref.astype(np.int64) << 24) | ((sb + 512) << 12) | (lb + 512)
-    cells, inv, counts = np.unique(cell, return_inverse=True, return_counts=True)
-    order = np.argsort(-counts)[: params.max_cells]
+    ob = np.floor(off_c / params.offset_bin).astype(np.int64) + 1024
+    cell = ((ref.astype(np.int64) << 32) | ((sb & 0xFF) << 24) | ((lb & 0xFF) << 16)
+            | (ob & 0xFFFF))
+    cells, counts = np.unique(cell, return_counts=True)
+    # a cluster on an offset-cell edge is split in two: score each cell with its right neighbour
+    nxt = np.searchsorted(cells, cells + 1)
+    nxt_ok = (nxt < cells.size) & (cells[np.minimum(nxt, cells.size - 1)] == cells + 1)
+    pair = counts + np.where(nxt_ok, counts[np.minimum(nxt, cells.size - 1)], 0)
+    order = np.argsort(-pair)[: params.max_cells]
     results: list[Alignment] = []
     taken = np.zeros(tq.size, bool)
     for ci in order:
-        if counts[ci] < params.min_inliers:
+        if pair[ci] < params.min_inliers:
             break
-        c = cells[ci]
-        rk = int(c >> 24)
-        sc = ((c >> 12) & 0xFFF) - 512
-        lc = (c & 0xFFF) - 512
-        m = (ref == rk) & (np.abs(sb - sc) <= 1) & (np.abs(lb - lc) <= 1) & ~taken
+        c = int(cells[ci])
+        rk = c >> 32
+        sc = _signed8((c >> 24) & 0xFF)
+        lc = _signed8((c >> 16) & 0xFF)
+        oc = (c & 0xFFFF)
+        m = ((ref == rk) & (np.abs(sb - sc) <= 1) & (np.abs(lb - lc) <= 1)
+             & (np.abs(ob - oc - 0.5) <= 2.5) & ~taken)
         if m.sum() < params.min_inliers:
             continue
         idx = np.nonzero(m)[0]
@@ -143,6 +154,10 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
         ))
     results.sort(key=lambda r: -r.score)
     return _dedupe(results)[: params.max_matches]
+
+
+def _signed8(v: int) -> int:
+    return v - 256 if v >= 128 else v
 
 
 def _segments(qt: np.ndarray, gap: float) -> list[tuple[float, float]]:

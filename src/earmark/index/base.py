@@ -82,8 +82,11 @@ class IndexBackend(Protocol):
         """Remove references; returns how many were present."""
         ...
 
-    def lookup(self, keys: np.ndarray) -> Candidates:
-        """Every entry whose key is in ``keys`` (uint32), with the position of the query key."""
+    def lookup(self, keys: np.ndarray, *, max_bucket: int | None = None) -> Candidates:
+        """Every entry whose key is in ``keys`` (uint32), with the position of the query key.
+
+        Keys holding more than ``max_bucket`` entries in a segment are skipped (stop words).
+        """
         ...
 
     def ref_keys(self) -> set[int]:

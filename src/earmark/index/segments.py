@@ -253,7 +253,7 @@ class SegmentIndex:
                 f.unlink(missing_ok=True)
         self._reload()
 
-    def lookup(self, keys: np.ndarray) -> Candidates:
+    def lookup(self, keys: np.ndarray, *, max_bucket: int | None = None) -> Candidates:
         keys = np.asarray(keys, np.uint32)
         parts = []
         for s in self._segments.values():
@@ -262,6 +262,8 @@ class SegmentIndex:
             lo = np.searchsorted(s.keys, keys, side="left")
             hi = np.searchsorted(s.keys, keys, side="right")
             cnt = hi - lo
+            if max_bucket is not None:
+                cnt[cnt > max_bucket] = 0  # a key that common tells nothing (a stop word)
             total = int(cnt.sum())
             if total == 0:
                 continue

@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Query → matches: fingerprint the query, fan out to the index shards, align, calibrate.
+
+Pure with respect to storage metadata: it knows references by their integer key only; the
+service layer names them and adds their durations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from earmark.identify.calibrate import Calibration
+from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
+from earmark.identify.match import Alignment, MatchParams, align
+from earmark.index.base import Candidates, IndexBackend
+
+MIN_QUERY_S = 1.0  #: shorter queries get ``no_match`` / ``too_short``
+MIN_PEAKS_PER_S = 1.0  #: fewer peaks per second than this is ``too_little_signal``
+PURE_SPEED_TOL = 0.5  #: semitones: pitch within this of 12·log2(tempo) is a plain speed change
+
+
+@dataclass
+class SegmentMatch:
+    query_start_ms: int
+    query_end_ms: int
+    ref_start_ms: int
+    ref_end_ms: int
+    speed_ratio: float
+    pitch_semitones: float
+    tempo_ratio: float
+
+
+@dataclass
+class RefMatch:
+    ref_key: int
+    confidence: float
+    score: int
+    runner_up: int
+    query_match_ms: int
+    ref_match_ms: int
+    segments: list[SegmentMatch] = field(default_factory=list)
+
+
+@dataclass
+class Identification:
+    status: str  #: "match" or "no_match"
+    reason: str | None
+    duration_ms: int
+    matches: list[RefMatch] = field(default_factory=list)
+    #: best alignments before the threshold, for calibration and audit
+    raw: list[Alignment] = field(default_factory=list)
+
+
+@dataclass
+class Identifier:
+    """Identify queries against one or more index shards."""
+
+    shards: Sequence[IndexBackend]
+    fingerprinter: Fingerprinter = field(default_factory=TripletFingerprinter)
+    params: MatchParams = field(default_factory=MatchParams)
+    calibration: Calibration = field(default_factory=Calibration.load)
+
+    def lookup(self, keys: np.ndarray) -> Candidates:
+        return Candidates.concat([s.lookup(keys) for s in self.shards])
+
+    def identify(self, y: np.ndarray) -> Identification:
+        """Identify a mono float32 query at ``fingerprinter.sr``.
+
+        Parameters
+        ----------
+        y : np.ndarray [shape=(n,), dtype=float32]
+
+        Returns
+        -------
+        Identification
+            ``status == "match"`` with matches best first, or ``"no_match"`` with a reason:
+            ``too_short``, ``too_little_signal`` or ``no_candidate``.
+        """
+        fp = self.fingerprinter
+        dur_s = y.size / fp.sr
+        dur_ms = int(round(dur_s * 1000))
+        if dur_s < MIN_QUERY_S:
+            return Identification("no_match", "too_short", dur_ms)
+        if y.size == 0 or float(np.max(np.abs(y))) < 1e-4:
+            return Identification("no_match", "too_little_signal", dur_ms)
+        qp = fp.query(y)
+        if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
+            return Identification("no_match", "too_little_signal", dur_ms)
+        al = align(qp, self.lookup(qp.hashes.key), self.params, fp.frame_rate)
+        matches = []
+        for a in al:
+            ru = _runner_up(a, al)
+            conf = self.calibration.probability(a.score, dur_s, ru)
+            if conf >= self.calibration.threshold:
+                matches.append(self._to_match(a, conf, ru, dur_ms))
+        if not matches:
+            return Identification("no_match", "no_candidate", dur_ms, raw=al)
+        matches.sort(key=lambda m: -m.confidence)
+        return Identification("match", None, dur_ms, matches, raw=al)
+
+    def _to_match(self, a: Alignment, conf: float, ru: int, dur_ms: int) -> RefMatch:
+        fr = self.fingerprinter.frame_rate
+        pitch = a.shift * 12.0 / self.fingerprinter.bins_per_octave
+        tempo = a.scale
+        pure = abs(pitch - 12.0 * np.log2(tempo)) <= PURE_SPEED_TOL
+        speed = tempo if pure else 1.0
+        tail = 0.5 * fr  # anchors start a triplet; its last peak lies up to ~0.6 s later
+        segs = []
+        for q0, q1 in a.segments:
+            q1 = min(q1 + tail, dur_ms * fr / 1000.0)
+            segs.append(SegmentMatch(
+                query_start_ms=int(round(q0 / fr * 1000)),
+                query_end_ms=int(round(q1 / fr * 1000)),
+                ref_start_ms=max(0, int(round((a.offset + a.scale * q0) / fr * 1000))),
+                ref_end_ms=max(0, int(round((a.offset + a.scale * q1) / fr * 1000))),
+                speed_ratio=round(float(speed), 4),
+                pitch_semitones=round(float(pitch), 2),
+                tempo_ratio=round(float(tempo), 4),
+            ))
+        q_ms = sum(s.query_end_ms - s.query_start_ms for s in segs)
+        r_ms = sum(s.ref_end_ms - s.ref_start_ms for s in segs)
+        return RefMatch(ref_key=a.ref_key, confidence=round(conf, 4), score=a.score,
+                        runner_up=ru, query_match_ms=q_ms, ref_match_ms=r_ms, segments=segs)
+
+
+def _runner_up(a: Alignment, others: Sequence[Alignment]) -> int:
+    """Best score of another reference's alignment that overlaps ``a`` in query time."""
+    lo, hi = float(a.q_times.min()), float(a.q_times.max())
+    best = 0
+    for o in others:
+        if o is a or o.ref_key == a.ref_key:
+            continue
+        if o.q_times.max() >= lo and o.q_times.min() <= hi:
+            best = max(best, o.score)
+    return best
