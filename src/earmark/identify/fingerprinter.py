@@ -16,7 +16,11 @@ import soxr
 
 from earmark.identify.hashes import Hashes, HashParams, triplet_hashes
 from earmark.identify.peaks import PeakParams, Peaks, find_peaks
-from earmark.identify.spectrogram import SpectrogramParams, padded_log_spectrogram
+from earmark.identify.spectrogram import (
+    SpectrogramParams,
+    padded_log_spectrogram,
+    refine_frequency,
+)
 
 
 @dataclass
@@ -165,9 +169,10 @@ def _stream_peaks(
             g0 = max(0, f0 - margin)
             g1 = min(n_avail, f1 + margin)
             seg = buf[g0 * hop - buf0: (g1 - 1) * hop + spec.n_fft - buf0]
-            S = padded_log_spectrogram(seg, spec)
+            S, lin = padded_log_spectrogram(seg, spec, linear=True)
             out.append(find_peaks(S, params, frame_rate=spec.frame_rate, frame0=g0,
-                                  keep=(f0, f1)))
+                                  keep=(f0, f1),
+                                  refine=lambda ti, fi: refine_frequency(lin, ti, fi, spec)))
             f0 = f1
             drop = max(0, (f0 - margin) * hop - buf0)
             buf, buf0 = buf[drop:], buf0 + drop

@@ -92,7 +92,7 @@ class Identifier:
         al = align(qp, self.lookup(qp.hashes.key), self.params, fp.frame_rate)
         matches = []
         for a in al:
-            ru = _runner_up(a, al)
+            ru = runner_up(a, al)
             conf = self.calibration.probability(a.score, dur_s, ru)
             if conf >= self.calibration.threshold:
                 matches.append(self._to_match(a, conf, ru, dur_ms))
@@ -126,7 +126,7 @@ class Identifier:
                         runner_up=ru, query_match_ms=q_ms, ref_match_ms=r_ms, segments=segs)
 
 
-def _runner_up(a: Alignment, others: Sequence[Alignment]) -> int:
+def runner_up(a: Alignment, others: Sequence[Alignment]) -> int:
     """Best score of another reference's alignment that overlaps ``a`` in query time."""
     lo, hi = float(a.q_times.min()), float(a.q_times.max())
     best = 0

@@ -8,6 +8,7 @@ block of one second, so that density does not depend on loudness.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,7 @@ def find_peaks(
     frame_rate: float,
     frame0: int = 0,
     keep: tuple[int, int] | None = None,
+    refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Peaks:
     """Pick peaks in a log-frequency spectrogram.
 
@@ -92,6 +94,9 @@ def find_peaks(
         frames so that a long input processed in chunks gives the same peaks as in one piece.
     keep : (int, int) or None
         Keep only peaks whose absolute frame lies in ``[keep[0], keep[1])``.
+    refine : callable, optional
+        ``refine(ti, fi) -> f``: fractional log bins of the peaks at (frame, bin) indices of
+        ``S``; by default a parabola along the log axis.
 
     Returns
     -------
@@ -127,8 +132,10 @@ def find_peaks(
     sel = np.sort(order[rank < quota])
     ti, fi, sal = ti[sel], fi[sel], sal[sel]
     dt = _parabolic(W[ti - 1, fi], W[ti, fi], W[ti + 1, fi])
-    df = _parabolic(W[ti, fi - 1], W[ti, fi], W[ti, fi + 1])
+    if refine is None:
+        f = fi.astype(np.float32) + _parabolic(W[ti, fi - 1], W[ti, fi], W[ti, fi + 1])
+    else:
+        f = refine(ti, fi)
     t = (ti + frame0).astype(np.float32) + dt
-    f = fi.astype(np.float32) + df
     order = np.argsort(t, kind="stable")
     return Peaks(t[order], f[order], sal[order].astype(np.float32))

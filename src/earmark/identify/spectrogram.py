@@ -82,14 +82,20 @@ def log_spectrogram(y: np.ndarray, params: SpectrogramParams = SpectrogramParams
     return padded_log_spectrogram(yp, params)[:n_frames]
 
 
-def padded_log_spectrogram(yp: np.ndarray, params: SpectrogramParams) -> np.ndarray:
+def padded_log_spectrogram(
+    yp: np.ndarray, params: SpectrogramParams, *, linear: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Like :func:`log_spectrogram` on samples already padded: frame ``i`` covers
     ``yp[i * hop : i * hop + n_fft]`` (used by streaming code that pads once per input).
+
+    With ``linear``, also return the linear-frequency magnitude, shape
+    ``(n_frames, n_fft // 2 + 1)``, from which peak frequencies are refined.
     """
     yp = np.ascontiguousarray(yp, dtype=np.float32)
     n_frames = 1 + (yp.size - params.n_fft) // params.hop
     if n_frames <= 0:
-        return np.zeros((0, params.n_bins), np.float32)
+        z = np.zeros((0, params.n_bins), np.float32)
+        return (z, np.zeros((0, params.n_fft // 2 + 1), np.float32)) if linear else z
     frames = np.lib.stride_tricks.as_strided(
         yp, shape=(n_frames, params.n_fft), strides=(yp.strides[0] * params.hop, yp.strides[0])
     )
@@ -97,7 +103,46 @@ def padded_log_spectrogram(yp: np.ndarray, params: SpectrogramParams) -> np.ndar
     spec = np.abs(scipy.fft.rfft(frames * win, axis=1)).astype(np.float32)
     mag = spec @ _logfreq_matrix(params)
     mag *= 2.0 / win.sum()
-    return (20.0 * np.log10(np.maximum(mag, 1e-5))).astype(np.float32)
+    S = (20.0 * np.log10(np.maximum(mag, 1e-5))).astype(np.float32)
+    return (S, spec) if linear else S
+
+
+def refine_frequency(
+    lin: np.ndarray, ti: np.ndarray, fi: np.ndarray, params: SpectrogramParams
+) -> np.ndarray:
+    """Frequency of peaks found on the log axis, refined on the linear spectrum.
+
+    Below about 400 Hz one FFT bin is wider than one log bin, so a peak's log-bin position
+    moves in FFT-bin steps when the pitch changes. A parabola through the log magnitudes of
+    the three FFT bins around the peak gives its frequency to a fraction of a bin.
+
+    Parameters
+    ----------
+    lin : np.ndarray [shape=(n_frames, n_fft // 2 + 1)]
+        Linear magnitude spectrum.
+    ti, fi : np.ndarray [shape=(n,), dtype=int]
+        Frame and log bin of each peak.
+
+    Returns
+    -------
+    f : np.ndarray [shape=(n,), dtype=float32]
+        Fractional log bin of each peak.
+    """
+    df = params.sr / params.n_fft
+    fc = params.fmin * 2.0 ** (fi / params.bins_per_octave)
+    k0 = np.clip(np.rint(fc / df).astype(np.int64), 2, lin.shape[1] - 3)
+    cands = np.stack([lin[ti, k0 - 1], lin[ti, k0], lin[ti, k0 + 1]])
+    k = k0 + np.argmax(cands, axis=0) - 1
+    a = np.log(lin[ti, k - 1] + 1e-9)
+    b = np.log(lin[ti, k] + 1e-9)
+    c = np.log(lin[ti, k + 1] + 1e-9)
+    den = a - 2 * b + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(den < 0, 0.5 * (a - c) / den, 0.0)
+    freq = (k + np.clip(d, -0.5, 0.5)) * df
+    f = params.bins_per_octave * np.log2(np.maximum(freq, 1.0) / params.fmin)
+    # keep the log-axis estimate where the linear one wandered off (another partial nearby)
+    return np.where(np.abs(f - fi) <= 2.0, f, fi).astype(np.float32)
 
 
 @lru_cache(maxsize=4)

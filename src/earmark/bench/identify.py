@@ -1,0 +1,345 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``earmark bench identify``: accuracy, false positives, speed and size on a real corpus.
+
+1. A seeded 80/20 split of the corpus manifest into catalog and non-catalog tracks.
+2. The catalog is built with the same service call as ``earmark catalog add`` (indexing speed,
+   decoding included, and index size are measured there).
+3. A calibration pass (its own seed) fits the confidence model on held-out queries.
+4. The evaluation pass cuts queries of each length under each edit of the grid from catalog
+   tracks (top-1, offset and speed errors, latency) and from non-catalog tracks (false
+   positives at the operating threshold).
+5. Baselines (:mod:`earmark.bench.baselines`) answer the same queries, in the same run.
+6. Latency growth: reversed and re-pitched copies of catalog tracks (never a true match) are
+   added as distractor shards and 5 s queries are timed as the catalog grows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from earmark import __version__
+from earmark.audio.decode import decode
+from earmark.bench import report
+from earmark.bench.grid import CORE, EDITS, HARD, Edit, Query, cut_query
+from earmark.identify import calibrate
+from earmark.identify.identifier import Identifier, runner_up
+from earmark.index.base import IndexItem
+from earmark.index.segments import SegmentIndex
+from earmark.service.catalog import add_references, open_catalog, stats
+
+QUERY_SR = 16000  #: queries are cut and edited at this rate, then resampled like a decode
+
+
+@dataclass
+class BenchConfig:
+    corpus: Path
+    out: Path
+    seed: int = 0
+    lengths: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0)
+    edits: tuple[str, ...] = tuple(e.name for e in CORE + HARD)
+    per_cell: int = 30
+    non_catalog: int = 150
+    calibration_queries: int = 400
+    jobs: int = 2
+    baselines: bool = True
+    baseline_edits: tuple[str, ...] = tuple(e.name for e in CORE)
+    growth_hours: tuple[float, ...] = (30.0, 100.0)
+    max_tracks: int | None = None
+
+
+@dataclass
+class Row:
+    edit: str
+    length_s: float
+    catalog: bool
+    matcher: str
+    correct: bool
+    status: str
+    latency_ms: float = 0.0
+    offset_err_ms: float | None = None
+    tempo_err: float | None = None
+    speed_err: float | None = None
+    pitch_err: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_manifest(corpus: Path, seed: int, max_tracks: int | None) -> tuple[list[dict], list[dict]]:
+    rows = list(csv.DictReader(open(corpus / "manifest.csv", newline="")))
+    rng = np.random.default_rng(seed)
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    if max_tracks:
+        rows = rows[:max_tracks]
+    n = int(round(0.8 * len(rows)))
+    return rows[:n], rows[n:]
+
+
+@lru_cache(maxsize=64)
+def _load(path: str) -> np.ndarray:
+    return decode(path, QUERY_SR, allow_silent=True)
+
+
+def make_queries(
+    corpus: Path, tracks: Sequence[dict], edits: Sequence[Edit], lengths: Sequence[float],
+    n: int, rng: np.random.Generator, catalog: bool,
+) -> list[Query]:
+    out: list[Query] = []
+    for e in edits:
+        for length in lengths:
+            tries = 0
+            got = 0
+            while got < n and tries < 5 * n:
+                tries += 1
+                t = tracks[int(rng.integers(0, len(tracks)))]
+                q = cut_query(_load(str(corpus / t["path"])), QUERY_SR, e, length, rng,
+                              t["id"] if catalog else None)
+                if q is not None and float(np.sqrt(np.mean(q.audio**2))) > 1e-3:
+                    out.append(q)
+                    got += 1
+    return out
+
+
+def _to_8k(q: Query, sr: int) -> np.ndarray:
+    return soxr.resample(q.audio, q.sr, sr, quality="HQ").astype(np.float32)
+
+
+def run_earmark(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int, str],
+                progress: Callable[[int], None] | None = None) -> list[Row]:
+    rows = []
+    sr = ident.fingerprinter.sr
+    for q in queries:
+        y = _to_8k(q, sr)
+        t0 = time.perf_counter()
+        res = ident.identify(y)
+        dt = (time.perf_counter() - t0) * 1000
+        top = res.matches[0] if res.matches else None
+        top_id = key_to_id.get(top.ref_key) if top else None
+        ok = q.ref_id is not None and top_id == q.ref_id
+        row = Row(q.edit, q.length_s, q.ref_id is not None, "earmark", ok, res.status, dt)
+        if ok and top is not None and top.segments:
+            s = top.segments[0]
+            row.offset_err_ms = abs(s.ref_start_ms - (q.ref_start_ms + s.query_start_ms * q.tempo))
+            row.tempo_err = abs(s.tempo_ratio - q.tempo) / q.tempo
+            row.pitch_err = abs(s.pitch_semitones - q.pitch)
+            if q.speed is not None:
+                row.speed_err = abs(s.speed_ratio - q.speed) / q.speed
+        rows.append(row)
+        if progress:
+            progress(1)
+    return rows
+
+
+def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int, str]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the best alignment of each query and whether it names the right track."""
+    X, y = [], []
+    sr = ident.fingerprinter.sr
+    for q in queries:
+        res = ident.identify(_to_8k(q, sr))
+        if not res.raw:
+            continue
+        top = res.raw[0]
+        X.append(calibrate.features(top.score, q.length_s, runner_up(top, res.raw)))
+        y.append(1.0 if q.ref_id is not None and key_to_id.get(top.ref_key) == q.ref_id else 0.0)
+    return np.array(X), np.array(y)
+
+
+def _distractor_shard(path: Path, corpus: Path, tracks: Sequence[dict], hours: float,
+                      ident: Identifier, rng: np.random.Generator, key0: int) -> float:
+    """Reversed, re-pitched copies of ``tracks`` in a new shard, up to ``hours``."""
+    fp = ident.fingerprinter
+    shard = SegmentIndex(path, fingerprint=f"{fp.name}-{fp.version}")
+    total = 0.0
+    items = []
+    i = 0
+    while total < hours * 3600:
+        t = tracks[i % len(tracks)]
+        i += 1
+        y = decode(corpus / t["path"], fp.sr, allow_silent=True)[::-1]
+        v = float(rng.uniform(0.8, 1.25))
+        y = soxr.resample(y, fp.sr * v, fp.sr, quality="LQ").astype(np.float32)
+        h, n = fp.reference([y])
+        items.append(IndexItem(key0 + i, h, 1 + n // int(fp.sr / fp.frame_rate)))
+        total += n / fp.sr
+        if len(items) >= 32:
+            shard.add(items)
+            items = []
+    if items:
+        shard.add(items)
+    shard.close()
+    return total
+
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = print,
+        progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any]:
+    """Run the whole benchmark; writes ``report.md``, ``report.json`` and plots to ``cfg.out``."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    cat_tracks, non_tracks = split_manifest(cfg.corpus, cfg.seed, cfg.max_tracks)
+    work = Path(tempfile.mkdtemp(prefix="earmark-bench-"))
+    try:
+        return _run(cfg, cat_tracks, non_tracks, work, log, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(cfg: BenchConfig, cat_tracks: list[dict], non_tracks: list[dict], work: Path,
+         log: Callable[[str], None],
+         progress: Callable[[str, int], Callable[[int], None]] | None) -> dict[str, Any]:
+    manifest = work / "catalog.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "title", "artist", "owner", "isrc"])
+        for t in cat_tracks:
+            w.writerow([t["id"], str((cfg.corpus / t["path"]).resolve()), t["id"], "", "", ""])
+    home = work / "home"
+    log(f"catalog: {len(cat_tracks)} tracks, non-catalog: {len(non_tracks)} tracks")
+    cat = open_catalog(home=home, write=True)
+    t0 = time.perf_counter()
+    rep = add_references(catalog=cat, manifest=manifest, jobs=cfg.jobs)
+    build_s = time.perf_counter() - t0
+    st = stats(catalog=cat)
+    hours = st["audio_seconds"] / 3600
+    log(f"indexed {hours:.2f} h in {build_s:.1f} s with {cfg.jobs} jobs; failed: {rep.failed}")
+    ident = cat.identifier()
+    key_to_id = {r.key: r.id for r in cat.references_by_key(ident.shards[0].ref_keys()).values()}
+    edits = [EDITS[name] for name in cfg.edits]
+    rng = np.random.default_rng(cfg.seed + 1)
+
+    # calibration on its own queries (seed + 1), evaluation on others (seed + 2)
+    cal_q = make_queries(cfg.corpus, cat_tracks, edits, (3.0, 5.0),
+                         max(1, cfg.calibration_queries // (2 * len(edits))), rng, True)
+    cal_q += make_queries(cfg.corpus, non_tracks, [EDITS["clean"]], (3.0, 5.0, 10.0),
+                          max(1, cfg.calibration_queries // 6), rng, False)
+    log(f"calibration: {len(cal_q)} queries")
+    X, y = calibration_set(ident, cal_q, key_to_id)
+    cal = calibrate.fit(X, y)
+    cal.fitted_on = f"earmark bench identify, seed {cfg.seed}, {len(y)} queries, {cfg.corpus}"
+    cal.save(cfg.out / "calibration.json")
+    ident.calibration = cal
+
+    rng = np.random.default_rng(cfg.seed + 2)
+    queries = make_queries(cfg.corpus, cat_tracks, edits, cfg.lengths, cfg.per_cell, rng, True)
+    non_edits = [EDITS[n] for n in ("clean", "speed 1.25", "pitch -3", "speech +5 dB")]
+    per_non = max(1, cfg.non_catalog // (len(non_edits) * 2))
+    nonq = make_queries(cfg.corpus, non_tracks, non_edits, (5.0, 10.0), per_non, rng, False)
+    log(f"evaluation: {len(queries)} catalog queries, {len(nonq)} non-catalog queries")
+    tick = progress("earmark", len(queries) + len(nonq)) if progress else None
+    rows = run_earmark(ident, queries + nonq, key_to_id, tick)
+
+    base_rows: list[Row] = []
+    if cfg.baselines:
+        base_rows = _run_baselines(cfg, cat_tracks, queries + nonq, work, log, progress)
+
+    growth = _growth(cfg, cat_tracks, ident, key_to_id, hours, work, log)
+    result = {
+        "earmark_version": __version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.node()} {platform.machine()}, {_cpu()}",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "catalog": {"tracks": len(cat_tracks), "hours": hours, "build_s": build_s,
+                    "jobs": cfg.jobs, "failed": rep.failed, **st},
+        "calibration": asdict(cal),
+        "calibration_ece": report.ece(rows),
+        "rows": [asdict(r) for r in rows + base_rows],
+        "growth": growth,
+        "core_edits": [e.name for e in CORE],
+    }
+    (cfg.out / "report.json").write_text(json.dumps(result, indent=1))
+    (cfg.out / "report.md").write_text(report.markdown(result))
+    report.plots(result, cfg.out)
+    cat.close()
+    return result
+
+
+def _run_baselines(cfg: BenchConfig, cat_tracks: list[dict], queries: Sequence[Query],
+                   work: Path, log: Callable[[str], None],
+                   progress: Callable[[str, int], Callable[[int], None]] | None) -> list[Row]:
+    from scipy.io import wavfile
+
+    from earmark.bench.baselines import available_baselines
+
+    chosen = [q for q in queries
+              if q.length_s == 5.0 and (q.ref_id is None or q.edit in cfg.baseline_edits)]
+    qdir = work / "queries"
+    qdir.mkdir(exist_ok=True)
+    paths = []
+    for i, q in enumerate(chosen):
+        p = qdir / f"q{i:05d}.wav"
+        wavfile.write(p, q.sr, np.clip(q.audio * 32767, -32768, 32767).astype(np.int16))
+        paths.append(str(p))
+    refs = {t["id"]: str(cfg.corpus / t["path"]) for t in cat_tracks}
+    rows: list[Row] = []
+    for b in available_baselines():
+        log(f"baseline {b.name}: indexing {len(refs)} references")
+        t0 = time.perf_counter()
+        b.build(refs, work / f"baseline-{b.name}")
+        build_s = time.perf_counter() - t0
+        tick = progress(b.name, len(chosen)) if progress else None
+        for q, p in zip(chosen, paths, strict=True):
+            t1 = time.perf_counter()
+            try:
+                got, _score = b.query(p)
+            except Exception as exc:  # a baseline failing on one query is its row, not ours
+                got, _score = None, 0.0
+                log(f"{b.name} failed on {p}: {exc}")
+            dt = (time.perf_counter() - t1) * 1000
+            rows.append(Row(q.edit, q.length_s, q.ref_id is not None, b.name,
+                            q.ref_id is not None and got == q.ref_id,
+                            "match" if got is not None else "no_match", dt,
+                            extra={"build_s": build_s}))
+            if tick:
+                tick(1)
+    return rows
+
+
+def _growth(cfg: BenchConfig, cat_tracks: list[dict], ident: Identifier,
+            key_to_id: dict[int, str], hours: float, work: Path,
+            log: Callable[[str], None]) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(cfg.seed + 3)
+    probe = make_queries(cfg.corpus, cat_tracks, [EDITS["clean"], EDITS["speed 1.25"]], (5.0,),
+                         20, rng, True)
+
+    def measure(total_h: float) -> dict[str, Any]:
+        rows = run_earmark(ident, probe, key_to_id)
+        lat = np.array([r.latency_ms for r in rows])
+        return {"hours": total_h, "p50_ms": float(np.median(lat)),
+                "p95_ms": float(np.percentile(lat, 95)),
+                "top1": float(np.mean([r.correct for r in rows]))}
+
+    out = [measure(hours)]
+    log(f"latency at {hours:.1f} h: p50 {out[-1]['p50_ms']:.1f} ms")
+    shards = list(ident.shards)
+    total = hours
+    for target in cfg.growth_hours:
+        if target <= total:
+            continue
+        added = _distractor_shard(work / f"distractors-{int(target)}", cfg.corpus, cat_tracks,
+                                  target - total, ident, rng, 10**9 + len(shards) * 10**6)
+        shards.append(SegmentIndex(work / f"distractors-{int(target)}"))
+        ident.shards = shards
+        total += added / 3600
+        out.append(measure(total))
+        log(f"latency at {total:.1f} h: p50 {out[-1]['p50_ms']:.1f} ms")
+    return out
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

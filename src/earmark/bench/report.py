@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Tables, statistics and plots of ``earmark bench identify``."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def ece(rows: list[Any], bins: int = 10) -> float | None:
+    """Expected calibration error is computed by the caller's confidences; rows lack them."""
+    return None
+
+
+def _cells(rows: list[dict[str, Any]], matcher: str) -> dict[tuple[str, float], list[dict]]:
+    cells: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["matcher"] == matcher and r["catalog"]:
+            cells[(r["edit"], r["length_s"])].append(r)
+    return cells
+
+
+def summary(result: dict[str, Any], matcher: str = "earmark") -> dict[str, Any]:
+    rows = result["rows"]
+    cells = _cells(rows, matcher)
+    core = result["core_edits"]
+    pooled = [r for (e, length), rs in cells.items() if e in core and length == 5.0 for r in rs]
+    k = sum(r["correct"] for r in pooled)
+    non = [r for r in rows if r["matcher"] == matcher and not r["catalog"]]
+    fp = sum(r["status"] == "match" for r in non)
+    lat = [r["latency_ms"] for r in rows if r["matcher"] == matcher and r["length_s"] == 5.0]
+    return {
+        "pooled_core_5s": k / max(1, len(pooled)), "pooled_core_5s_n": len(pooled),
+        "pooled_core_5s_ci": wilson(k, len(pooled)),
+        "fp_rate": fp / max(1, len(non)), "fp_n": len(non), "fp_ci": wilson(fp, len(non)),
+        "latency_p50_ms": float(np.median(lat)) if lat else None,
+        "latency_p95_ms": float(np.percentile(lat, 95)) if lat else None,
+    }
+
+
+def _fmt_ci(k: int, n: int) -> str:
+    lo, hi = wilson(k, n)
+    return f"{k / max(1, n):.2f} [{lo:.2f}–{hi:.2f}]"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    cat = result["catalog"]
+    matchers = sorted({r["matcher"] for r in rows}, key=lambda m: (m != "earmark", m))
+    s = summary(result)
+    lines = [
+        f"# earmark bench identify — {result['date']}",
+        "",
+        f"earmark {result['earmark_version']} on {result['machine']}.",
+        f"Catalog: {cat['tracks']} tracks, {cat['hours']:.2f} h; indexed in {cat['build_s']:.1f} s "
+        f"with {cat['jobs']} jobs = **{cat['hours'] * 3600 / cat['build_s'] / cat['jobs']:.0f}× "
+        f"realtime per core** ({cat['hours'] * 3600 / cat['build_s']:.0f}× on the machine), "
+        "decoding included.",
+        f"Index: {cat['index_bytes'] / 1e6:.1f} MB = **{cat['index_bytes'] / 1e6 / cat['hours']:.2f}"
+        " MB per audio hour**.",
+        "",
+        f"- Pooled core edits at 5 s: **top-1 {s['pooled_core_5s']:.3f}** "
+        f"(95 % CI {s['pooled_core_5s_ci'][0]:.3f}–{s['pooled_core_5s_ci'][1]:.3f}, "
+        f"n = {s['pooled_core_5s_n']})",
+        f"- False positives on non-catalog queries: **{s['fp_rate']:.3f}** "
+        f"(95 % CI {s['fp_ci'][0]:.3f}–{s['fp_ci'][1]:.3f}, n = {s['fp_n']}) at threshold "
+        f"{result['calibration']['threshold']:.2f}",
+        f"- Query latency, 5 s, in-process: p50 **{s['latency_p50_ms']:.1f} ms**, "
+        f"p95 {s['latency_p95_ms']:.1f} ms",
+        "",
+        "## Top-1 by edit and query length (earmark), 95 % Wilson intervals",
+        "",
+    ]
+    cells = _cells(rows, "earmark")
+    lengths = sorted({length for (_, length) in cells})
+    edits = list(dict.fromkeys(e for (e, _) in cells))
+    lines.append("| edit | core | " + " | ".join(f"{x:g} s" for x in lengths) + " |")
+    lines.append("|---|---|" + "---|" * len(lengths))
+    for e in edits:
+        cols = []
+        for length in lengths:
+            rs = cells.get((e, length), [])
+            cols.append(_fmt_ci(sum(r["correct"] for r in rs), len(rs)) if rs else "–")
+        lines.append(f"| {e} | {'✓' if e in result['core_edits'] else ''} | " + " | ".join(cols)
+                     + " |")
+    lines += ["", "## Side by side at 5 s (same queries, same run)", ""]
+    lines.append("| edit | " + " | ".join(matchers) + " |")
+    lines.append("|---|" + "---|" * len(matchers))
+    by_m = {m: _cells(rows, m) for m in matchers}
+    base_edits = [e for e in edits if all(by_m[m].get((e, 5.0)) for m in matchers)]
+    for e in base_edits:
+        cols = []
+        for m in matchers:
+            rs = by_m[m][(e, 5.0)]
+            cols.append(_fmt_ci(sum(r["correct"] for r in rs), len(rs)))
+        lines.append(f"| {e} | " + " | ".join(cols) + " |")
+    pooled_cols, fp_cols, lat_cols = [], [], []
+    for m in matchers:
+        rs = [r for e in base_edits if e in result["core_edits"] for r in by_m[m][(e, 5.0)]]
+        pooled_cols.append(_fmt_ci(sum(r["correct"] for r in rs), len(rs)))
+        non = [r for r in rows if r["matcher"] == m and not r["catalog"]]
+        fp_cols.append(_fmt_ci(sum(r["status"] == "match" for r in non), len(non)))
+        lat = [r["latency_ms"] for r in rows if r["matcher"] == m and r["length_s"] == 5.0]
+        lat_cols.append(f"{np.median(lat):.0f} ms" if lat else "–")
+    lines.append("| **pooled core** | " + " | ".join(pooled_cols) + " |")
+    lines.append("| false positives | " + " | ".join(fp_cols) + " |")
+    lines.append("| query p50 | " + " | ".join(lat_cols) + " |")
+    lines += ["", "## Estimation errors (correct matches, earmark)", "",
+              "| edit | offset error p50 / p95 (ms) | tempo error p50 | speed error p50 | "
+              "pitch error p50 (semitones) |", "|---|---|---|---|---|"]
+    for e in edits:
+        rs = [r for length in lengths for r in cells.get((e, length), []) if r["correct"]]
+        if not rs:
+            continue
+        off = [r["offset_err_ms"] for r in rs if r["offset_err_ms"] is not None]
+        te = [r["tempo_err"] for r in rs if r["tempo_err"] is not None]
+        se = [r["speed_err"] for r in rs if r["speed_err"] is not None]
+        pe = [r["pitch_err"] for r in rs if r["pitch_err"] is not None]
+        lines.append(
+            f"| {e} | {np.median(off):.0f} / {np.percentile(off, 95):.0f} | "
+            f"{np.median(te) * 100:.2f} % | "
+            + (f"{np.median(se) * 100:.2f} %" if se else "–") + f" | {np.median(pe):.2f} |"
+        )
+    lines += ["", "## Latency as the catalog grows (5 s queries; distractors are reversed, "
+              "re-pitched corpus tracks)", "", "| catalog hours | p50 ms | p95 ms | top-1 |",
+              "|---|---|---|---|"]
+    for g in result["growth"]:
+        lines.append(f"| {g['hours']:.1f} | {g['p50_ms']:.1f} | {g['p95_ms']:.1f} | "
+                     f"{g['top1']:.2f} |")
+    lines += ["", f"Calibration: {result['calibration']['fitted_on']}.", ""]
+    return "\n".join(lines)
+
+
+def plots(result: dict[str, Any], out: Path) -> None:
+    """``top1.png`` (top-1 by edit at 5 s, every matcher) and ``growth.png``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot extra is not installed: tables only
+        return
+    rows = result["rows"]
+    matchers = sorted({r["matcher"] for r in rows}, key=lambda m: (m != "earmark", m))
+    cells = _cells(rows, "earmark")
+    edits = list(dict.fromkeys(e for (e, length) in cells if length == 5.0))
+    fig, ax = plt.subplots(figsize=(12, 0.28 * len(edits) + 1.5))
+    h = 0.8 / len(matchers)
+    for i, m in enumerate(matchers):
+        cm = _cells(rows, m)
+        vals, errs, ys = [], [[], []], []
+        for j, e in enumerate(edits):
+            rs = cm.get((e, 5.0))
+            if not rs:
+                continue
+            k = sum(r["correct"] for r in rs)
+            p = k / len(rs)
+            lo, hi = wilson(k, len(rs))
+            vals.append(p)
+            errs[0].append(p - lo)
+            errs[1].append(hi - p)
+            ys.append(j + i * h)
+        ax.barh(ys, vals, height=h, xerr=errs, label=m, capsize=2)
+    ax.set_yticks(np.arange(len(edits)) + 0.4 - h / 2)
+    ax.set_yticklabels(edits, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("top-1 at 5 s (95 % CI)")
+    ax.axvline(0.97, color="grey", lw=0.8, ls="--")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "top1.png", dpi=110)
+    plt.close(fig)
+    g = result["growth"]
+    if len(g) > 1:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([x["hours"] for x in g], [x["p50_ms"] for x in g], "o-", label="p50")
+        ax.plot([x["hours"] for x in g], [x["p95_ms"] for x in g], "s--", label="p95")
+        ax.set_xscale("log")
+        ax.set_xlabel("catalog hours")
+        ax.set_ylabel("5 s query latency, ms")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "growth.png", dpi=110)
+        plt.close(fig)

@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``earmark bench …``: benchmarks that anyone can rerun (not tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+app = typer.Typer(help="Benchmarks: accuracy, false positives, speed, size.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+@app.command("identify")
+def identify(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder with manifest.csv "
+                                "(see fetch-dev-corpus)."),
+    out: Path = typer.Option(Path("bench-out/identify"), "--out", help="Where the report goes."),
+    seed: int = typer.Option(0, help="Seed of the split and the queries."),
+    per_cell: int = typer.Option(30, help="Queries per (edit, length) cell."),
+    lengths: str = typer.Option("1,2,3,5,10", help="Query lengths in seconds, comma-separated."),
+    non_catalog: int = typer.Option(160, help="Non-catalog queries (false-positive rate)."),
+    jobs: int = typer.Option(2, help="Processes for catalog building."),
+    baselines: bool = typer.Option(True, help="Run the open matchers on the same queries."),
+    growth: str = typer.Option("30,100", help="Catalog hours to grow to with distractors."),
+    max_tracks: int = typer.Option(0, help="Use only this many corpus tracks (0: all)."),
+    save_calibration: bool = typer.Option(
+        False, help="Also write the fitted calibration into the package (developers)."),
+) -> None:
+    """Seeded 80/20 split, edit grid × query lengths, baselines, latency growth → report."""
+    from earmark.bench.identify import BenchConfig, run
+
+    if not (corpus / "manifest.csv").is_file():
+        err.print(f"[red]error:[/] {corpus}/manifest.csv not found — build a corpus with "
+                  "shared/corpus/fetch-dev-corpus --full --dest DIR")
+        raise typer.Exit(2)
+    cfg = BenchConfig(
+        corpus=corpus, out=out, seed=seed, per_cell=per_cell, non_catalog=non_catalog,
+        lengths=tuple(float(x) for x in lengths.split(",") if x),
+        jobs=jobs, baselines=baselines,
+        growth_hours=tuple(float(x) for x in growth.split(",") if x),
+        max_tracks=max_tracks or None,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err) as bar:
+        def progress(name: str, total: int):  # type: ignore[no-untyped-def]
+            task = bar.add_task(name, total=total)
+            return lambda n: bar.advance(task, n)
+
+        result = run(cfg, log=lambda m: bar.console.print(m), progress=progress)
+    if save_calibration:
+        import shutil
+
+        import earmark.identify as pkg
+
+        shutil.copy(out / "calibration.json", Path(pkg.__file__).parent / "calibration.json")
+    from earmark.bench.report import summary
+
+    s = summary(result)
+    err.print(f"pooled core top-1 at 5 s: {s['pooled_core_5s']:.3f}; false positives "
+              f"{s['fp_rate']:.3f}; 5 s query p50 {s['latency_p50_ms']:.1f} ms")
+    err.print(f"report: {out / 'report.md'}")
