@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``earmark demo``: a catalog from real music, edited excerpts of it, a scan of each.
+
+The excerpts are the edits uploads carry (nightcore, slowed + reverb, pitch shift, speech over
+the music, low-bitrate MP3, a short clip, a medley) plus clips of music that is not in the
+catalog, written as ordinary files in several formats so that the scan decodes them like
+uploads. The table shows what earmark found beside the truth.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earmark.audio import effects
+from earmark.audio.decode import decode
+from earmark.bench.grid import speech_track
+
+SR = 22050
+
+
+@dataclass
+class Excerpt:
+    file: str
+    truth: str  #: what a person should hear: reference ids and where
+    expect: list[str]  #: reference ids that should be found (empty: no match)
+
+
+def _write(path: Path, y: np.ndarray, sr: int) -> None:
+    """Encode mono float32 ``y`` with the ffmpeg CLI; the codec follows the extension."""
+    bitrate = {".mp3": ["-b:a", "48k"], ".opus": ["-b:a", "32k"], ".m4a": ["-b:a", "64k"]}
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "f32le", "-ar", str(sr), "-ac", "1", "-i", "-",
+         *bitrate.get(path.suffix, []), str(path)],
+        input=np.clip(y, -1, 1).astype(np.float32).tobytes(), check=True,
+    )
+
+
+def make_excerpts(corpus: Path, cat: list[dict[str, Any]], non: list[dict[str, Any]],
+                  out: Path, seed: int = 0) -> list[Excerpt]:
+    """Write the demo's excerpts to ``out`` and return their truth."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def track(rows: list[dict[str, Any]]) -> tuple[str, np.ndarray]:
+        r = rows[int(rng.integers(0, len(rows)))]
+        return r["id"], decode(corpus / r["path"], SR, allow_silent=True)
+
+    def cut(y: np.ndarray, seconds: float) -> tuple[float, np.ndarray]:
+        start = float(rng.uniform(5, max(6, y.size / SR - seconds - 5)))
+        return start, y[int(start * SR): int((start + seconds) * SR)]
+
+    def clock(s: float) -> str:
+        return f"{int(s // 60)}:{s % 60:04.1f}"
+
+    made: list[Excerpt] = []
+    edits: list[tuple[str, str, float, Callable[[np.ndarray], np.ndarray]]] = [
+        ("nightcore (speed 1.25)", "ogg", 8.0 * 1.25, lambda y: effects.speed(y, SR, 1.25)),
+        ("slowed + reverb (speed 0.8)", "mp3", 8.0 * 0.8,
+         lambda y: effects.reverb(effects.speed(y, SR, 0.8), SR, rt60=1.5, wet=0.4, rng=rng)),
+        ("pitch +3 semitones", "m4a", 8.0,
+         lambda y: effects.pitch_shift(y, SR, 3.0, engine="rubberband")),
+        ("sped up 1.1 without pitch change", "flac", 8.0 * 1.1,
+         lambda y: effects.time_stretch(y, SR, 1.1)),
+        ("talked over (speech 5 dB louder)", "opus", 8.0,
+         lambda y: effects.mix_over(y, np.resize(speech_track(SR), y.size), -5.0)),
+        ("noisy room (pink noise, 5 dB SNR)", "mp3", 8.0,
+         lambda y: effects.add_noise(y, SR, 5.0, rng=rng)),
+        ("3 s clip", "wav", 3.0, lambda y: y),
+    ]
+    for i, (label, ext, need, fx) in enumerate(edits, 1):
+        rid, y = track(cat)
+        start, seg = cut(y, need)
+        name = f"{i:02d} {label}.{ext}"
+        _write(out / name, fx(seg), SR)
+        made.append(Excerpt(name, f"{rid} from {clock(start)}", [rid]))
+    # a medley: 7 s of one track, then 7 s of another sped up 1.2
+    (a, ya), (b, yb) = track(cat), track(cat)
+    sa, xa = cut(ya, 7.0)
+    sb, xb = cut(yb, 7.0 * 1.2)
+    name = f"{len(made) + 1:02d} medley.mp3"
+    _write(out / name, np.concatenate([xa, effects.speed(xb, SR, 1.2)]), SR)
+    made.append(Excerpt(name, f"{a} from {clock(sa)}, then {b} ×1.2 from {clock(sb)}", [a, b]))
+    for label, ext in (("music not in the catalog", "mp3"), ("other music not in the catalog",
+                                                             "ogg")):
+        rid, y = track(non)
+        start, seg = cut(y, 10.0)
+        name = f"{len(made) + 1:02d} {label}.{ext}"
+        _write(out / name, seg, SR)
+        made.append(Excerpt(name, f"not in catalog ({rid})", []))
+    return made
