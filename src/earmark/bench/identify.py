@@ -212,7 +212,7 @@ def _run(cfg: BenchConfig, cat_tracks: list[dict], non_tracks: list[dict], work:
     st = stats(catalog=cat)
     hours = st["audio_seconds"] / 3600
     log(f"indexed {hours:.2f} h in {build_s:.1f} s with {cfg.jobs} jobs; failed: {rep.failed}")
-    ident = cat.identifier()
+    ident = cat.identifier
     key_to_id = {r.key: r.id for r in cat.references_by_key(ident.shards[0].ref_keys()).values()}
     edits = [EDITS[name] for name in cfg.edits]
     rng = np.random.default_rng(cfg.seed + 1)

@@ -25,7 +25,7 @@ class PeakParams:
     bg_bins: int = 25  #: and in bins (about 2/3 octave)
     min_contrast_db: float = 3.0  #: minimum height above the local mean, dB
     floor_db: float = -75.0  #: ignore anything quieter than this, dB re full scale
-    per_second: float = 10.0  #: keep at most this many peaks per second (strongest first)
+    per_second: float = 13.0  #: keep at most this many peaks per second (strongest first)
 
 
 @dataclass
