@@ -106,6 +106,7 @@ def make_queries(
                 q = cut_query(_load(str(corpus / t["path"])), QUERY_SR, e, length, rng,
                               t["id"] if catalog else None)
                 if q is not None and float(np.sqrt(np.mean(q.audio**2))) > 1e-3:
+                    q.extra["source"] = t["id"]
                     out.append(q)
                     got += 1
     return out
@@ -127,7 +128,9 @@ def run_earmark(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int
         top = res.matches[0] if res.matches else None
         top_id = key_to_id.get(top.ref_key) if top else None
         ok = q.ref_id is not None and top_id == q.ref_id
-        row = Row(q.edit, q.length_s, q.ref_id is not None, "earmark", ok, res.status, dt)
+        row = Row(q.edit, q.length_s, q.ref_id is not None, "earmark", ok, res.status, dt,
+                  extra={"source": q.extra.get("source"), "top": top_id,
+                         "confidence": top.confidence if top else None})
         if ok and top is not None and top.segments:
             s = top.segments[0]
             row.offset_err_ms = abs(s.ref_start_ms - (q.ref_start_ms + s.query_start_ms * q.tempo))
@@ -151,7 +154,8 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
         if not res.raw:
             continue
         top = res.raw[0]
-        X.append(calibrate.features(top.score, q.length_s, runner_up(top, res.raw)))
+        X.append(calibrate.features(top.score, res.ref_hits[top.ref_key],
+                                    runner_up(top, res.raw)))
         y.append(1.0 if q.ref_id is not None and key_to_id.get(top.ref_key) == q.ref_id else 0.0)
     return np.array(X), np.array(y)
 

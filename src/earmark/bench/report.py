@@ -142,6 +142,16 @@ def markdown(result: dict[str, Any]) -> str:
     for g in result["growth"]:
         lines.append(f"| {g['hours']:.1f} | {g['p50_ms']:.1f} | {g['p95_ms']:.1f} | "
                      f"{g['top1']:.2f} |")
+    fps = [r for r in rows if r["matcher"] == "earmark" and not r["catalog"]
+           and r["status"] == "match"]
+    if fps:
+        lines += ["", "## False positives by name (judge them: loops and remixes of one theme "
+                  "are common in game music)", "", "| query source (not in catalog) | edit | "
+                  "length | matched reference | confidence |", "|---|---|---|---|---|"]
+        for r in fps:
+            x = r.get("extra", {})
+            lines.append(f"| {x.get('source')} | {r['edit']} | {r['length_s']:g} s | "
+                         f"{x.get('top')} | {x.get('confidence')} |")
     lines += ["", f"Calibration: {result['calibration']['fitted_on']}.", ""]
     return "\n".join(lines)
 

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Confidence calibration: raw alignment features → probability that the match is right.
 
-A logistic model on features of an alignment (its score, score per second of query, and the
-margin over the runner-up), fitted by ``earmark bench identify`` on held-out queries —
+A logistic model on features of an alignment (its score; its score against the number of
+candidate hits its reference drew, a z-like statistic — chance alignments of a reference
+that collides with everything grow only like the square root of its hits; and the margin over
+the runner-up), fitted by ``earmark bench identify`` on held-out queries —
 correct top matches as positives, best alignments on non-catalog queries and wrong top
 matches as negatives — and shipped in ``calibration.json``. Raw scores stay in the evidence.
 """
@@ -17,14 +19,24 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("log_score", "log_rate", "log_margin")
+FEATURES = ("log_score", "log_z", "log_margin")
 
 
-def features(score: int, duration_s: float, runner_up: int) -> np.ndarray:
-    """The model's inputs for one alignment, shape (3,)."""
+def features(score: int, ref_hits: int, runner_up: int) -> np.ndarray:
+    """The model's inputs for one alignment, shape (3,).
+
+    Parameters
+    ----------
+    score : int
+        Distinct reference entries on the alignment's line.
+    ref_hits : int
+        Candidate hits of the alignment's reference in this query.
+    runner_up : int
+        Score of the best overlapping alignment of another reference.
+    """
     return np.array([
         math.log(max(score, 1)),
-        math.log(max(score, 1) / max(duration_s, 0.5)),
+        math.log(max(score, 1) / math.sqrt(max(ref_hits, 1))),
         math.log(max(score, 1) / max(runner_up, 1)),
     ])
 
@@ -38,8 +50,8 @@ class Calibration:
     threshold: float = 0.5
     fitted_on: str = "default"
 
-    def probability(self, score: int, duration_s: float, runner_up: int) -> float:
-        z = float(np.dot(self.weights, features(score, duration_s, runner_up)) + self.bias)
+    def probability(self, score: int, ref_hits: int, runner_up: int) -> float:
+        z = float(np.dot(self.weights, features(score, ref_hits, runner_up)) + self.bias)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
     def save(self, path: str | Path) -> None:

@@ -52,6 +52,8 @@ class Identification:
     matches: list[RefMatch] = field(default_factory=list)
     #: best alignments before the threshold, for calibration and audit
     raw: list[Alignment] = field(default_factory=list)
+    #: candidate hits per reference key (the null level of its alignments' scores)
+    ref_hits: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,8 +65,17 @@ class Identifier:
     params: MatchParams = field(default_factory=MatchParams)
     calibration: Calibration = field(default_factory=Calibration.load)
 
+    #: a key holding more than this many entries per million in a shard is a stop word
+    stop_per_million: float = 75.0
+    min_stop: int = 40
+
     def lookup(self, keys: np.ndarray) -> Candidates:
-        return Candidates.concat([s.lookup(keys) for s in self.shards])
+        """Fan the keys out to every shard and concatenate what they return."""
+        parts = []
+        for s in self.shards:
+            cap = max(self.min_stop, int(self.stop_per_million * s.stats().entries / 1e6))
+            parts.append(s.lookup(keys, max_bucket=cap))
+        return Candidates.concat(parts)
 
     def identify(self, y: np.ndarray) -> Identification:
         """Identify a mono float32 query at ``fingerprinter.sr``.
@@ -89,17 +100,21 @@ class Identifier:
         qp = fp.query(y)
         if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
             return Identification("no_match", "too_little_signal", dur_ms)
-        al = align(qp, self.lookup(qp.hashes.key), self.params, fp.frame_rate)
+        cand = self.lookup(qp.hashes.key)
+        al = align(qp, cand, self.params, fp.frame_rate)
+        keys, hits = np.unique(cand.ref_key, return_counts=True)
+        ref_hits = {int(k): int(h) for k, h in zip(keys, hits, strict=True)
+                    if any(a.ref_key == k for a in al)}
         matches = []
         for a in al:
             ru = runner_up(a, al)
-            conf = self.calibration.probability(a.score, dur_s, ru)
+            conf = self.calibration.probability(a.score, ref_hits[a.ref_key], ru)
             if conf >= self.calibration.threshold:
                 matches.append(self._to_match(a, conf, ru, dur_ms))
         if not matches:
-            return Identification("no_match", "no_candidate", dur_ms, raw=al)
+            return Identification("no_match", "no_candidate", dur_ms, raw=al, ref_hits=ref_hits)
         matches.sort(key=lambda m: -m.confidence)
-        return Identification("match", None, dur_ms, matches, raw=al)
+        return Identification("match", None, dur_ms, matches, raw=al, ref_hits=ref_hits)
 
     def _to_match(self, a: Alignment, conf: float, ru: int, dur_ms: int) -> RefMatch:
         fr = self.fingerprinter.frame_rate

@@ -26,6 +26,7 @@ class PeakParams:
     min_contrast_db: float = 3.0  #: minimum height above the local mean, dB
     floor_db: float = -75.0  #: ignore anything quieter than this, dB re full scale
     per_second: float = 13.0  #: keep at most this many peaks per second (strongest first)
+    bands: int = 1  #: share the quota equally among this many frequency bands
 
 
 @dataclass
@@ -123,8 +124,9 @@ def find_peaks(
         ti, fi, sal, abs_t = ti[inside], fi[inside], sal[inside], abs_t[inside]
     # thin: the strongest `per_second` in each one-second block of absolute frames
     block = max(1, int(round(frame_rate)))
-    quota = max(1, int(round(params.per_second * block / frame_rate)))
-    blk = abs_t // block
+    bands = max(1, params.bands)
+    quota = max(1, int(np.ceil(params.per_second * block / frame_rate / bands)))
+    blk = (abs_t // block) * bands + (fi * bands) // n_bins
     order = np.lexsort((-sal, blk))
     blk_sorted = blk[order]
     starts = np.searchsorted(blk_sorted, blk_sorted, side="left")
