@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``earmark``: the command-line entry point (``earmark.cli.main:main``)."""
+
+from __future__ import annotations
+
+import typer
+
+from earmark import __version__
+from earmark.cli import catalog as _catalog
+from earmark.cli import demo as _demo
+from earmark.cli import scan as _scan
+
+app = typer.Typer(
+    name="earmark",
+    help="On-premise music identification: build a catalog, scan uploads against it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(_catalog.app, name="catalog")
+app.command("scan")(_scan.scan)
+app.command("demo")(_demo.demo)
+
+try:  # written separately; the CLI works without it
+    from earmark.cli import bench as _bench
+except ImportError:  # pragma: no cover - depends on what is installed
+    _bench = None  # type: ignore[assignment]
+if _bench is not None and hasattr(_bench, "app"):
+    app.add_typer(_bench.app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"earmark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """On-premise music identification: build a catalog, scan uploads against it."""
+
+
+def main() -> None:
+    """Run the ``earmark`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One settings object, read from ``EARMARK_*`` environment variables, with safe defaults.
+
+>>> from earmark.config import Settings
+>>> Settings(home="/tmp/cat").home.name
+'cat'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from earmark.audio.decode import DEFAULT_MAX_SECONDS
+
+
+def _default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """earmark's settings; each field reads ``EARMARK_<NAME>`` (``EARMARK_HOME``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="EARMARK_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("earmark-data"),
+        description="Catalog folder: catalog.sqlite and index/ (CLI: --db).",
+    )
+    max_seconds: float = Field(
+        default=DEFAULT_MAX_SECONDS, gt=0,
+        description="Longest input decoded, in seconds; longer ones fail with input_too_long.",
+    )
+    jobs: int = Field(
+        default_factory=_default_jobs, ge=1,
+        description="Worker processes that fingerprint references (1: in-process).",
+    )
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with ``overrides`` (``None`` values ignored) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures: generated music written to real files with the ``ffmpeg`` CLI, and
+catalogs built from them through the service layer (real SQLite, real index, no mocks)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earmark.audio.generators import synth_music
+from earmark.service.catalog import Catalog, add_references, open_catalog
+
+SR = 8000
+REF_S = 20.0  #: length of the shared references, seconds
+LONG_S = 90.0  #: length of the one long reference (windowed scans)
+
+#: encoder arguments per extension
+_CODECS: dict[str, list[str]] = {
+    "wav": ["-c:a", "pcm_s16le"],
+    "flac": ["-c:a", "flac"],
+    "mp3": ["-c:a", "libmp3lame", "-b:a", "64k"],
+    "ogg": ["-c:a", "libvorbis", "-q:a", "4"],
+    "opus": ["-c:a", "libopus", "-b:a", "48k"],
+    "m4a": ["-c:a", "aac", "-b:a", "64k"],
+}
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
+
+
+def music(seed: int, duration: float = REF_S) -> np.ndarray:
+    """A seeded, music-like piece at :data:`SR`."""
+    return synth_music(sr=SR, duration=duration, rng=np.random.default_rng(seed))
+
+
+def write_audio(path: Path, y: np.ndarray, sr: int = SR) -> Path:
+    """Encode mono float samples to ``path`` with the ffmpeg CLI (format from the extension)."""
+    ext = path.suffix.lower().lstrip(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(sr),
+         "-ac", "1", "-i", "-", *_CODECS[ext], "-f", _muxer(ext), "file:" + str(path)],
+        input=np.asarray(y, np.float32).tobytes(), check=True,
+    )
+    return path
+
+
+def _muxer(ext: str) -> str:
+    return {"m4a": "ipod", "opus": "opus", "ogg": "ogg"}.get(ext, ext)
+
+
+@dataclass
+class Library:
+    """Reference files on disk and the samples they were made from."""
+
+    folder: Path
+    files: dict[str, Path]  #: reference id → file
+    signals: dict[str, np.ndarray]  #: reference id → samples at SR
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
+    """Six 20 s references, one per format, and one 90 s reference (FLAC)."""
+    folder = tmp_path_factory.mktemp("library")
+    files, signals = {}, {}
+    for seed, ext in enumerate(("wav", "flac", "mp3", "ogg", "opus", "m4a")):
+        rid = f"ref{seed}"
+        signals[rid] = music(seed)
+        files[rid] = write_audio(folder / f"{rid}.{ext}", signals[rid])
+    signals["long"] = music(60, LONG_S)
+    files["long"] = write_audio(folder / "sub" / "long.flac", signals["long"])
+    return Library(folder, files, signals)
+
+
+@pytest.fixture(scope="session")
+def catalog_home(library: Library, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog of the whole :func:`library`, built once (do not modify it in tests)."""
+    home = tmp_path_factory.mktemp("catalog")
+    with open_catalog(home=home, write=True) as cat:
+        report = add_references(catalog=cat, paths=[library.folder], jobs=1)
+    assert report.added == len(library.files), report
+    return home
+
+
+@pytest.fixture
+def catalog(catalog_home: Path) -> Iterator[Catalog]:
+    """The shared catalog, opened read-only."""
+    with open_catalog(home=catalog_home) as cat:
+        yield cat
+
+
+@pytest.fixture
+def writable(tmp_path: Path) -> Iterator[Catalog]:
+    """A fresh, empty catalog open for writing."""
+    with open_catalog(home=tmp_path / "cat", write=True) as cat:
+        yield cat
+
+
+def excerpt(y: np.ndarray, start_s: float, dur_s: float) -> np.ndarray:
+    a = round(start_s * SR)
+    return y[a: a + round(dur_s * SR)]
+
+
+def ref_offset_ms(segment: dict) -> float:
+    """Reference time (ms) at query time 0, from a segment of the JSON result."""
+    return segment["ref_start_ms"] - segment["tempo_ratio"] * segment["query_start_ms"]
