@@ -127,9 +127,10 @@ def iter_blocks(
         n_pending = 0
         n_total = 0
         n_bad = 0
+        n_packets = 0
 
         def frames() -> Iterator[av.AudioFrame]:
-            nonlocal n_bad
+            nonlocal n_bad, n_packets
             packets = container.demux(stream)
             while True:
                 try:
@@ -138,6 +139,8 @@ def iter_blocks(
                     return
                 except av.error.FFmpegError as exc:
                     raise CorruptInput(f"{name!r}: cannot read packets ({exc})") from exc
+                if packet.size:
+                    n_packets += 1
                 try:
                     yield from packet.decode()
                 except av.error.FFmpegError:
@@ -145,7 +148,6 @@ def iter_blocks(
                     n_bad += 1
                     if n_bad > 50:
                         raise CorruptInput(f"{name!r}: too many undecodable packets") from None
-            
 
         for frame in frames():
             for mixed in mixer.resample(frame):
@@ -173,8 +175,10 @@ def iter_blocks(
             raise InputTooLong(f"{name!r} is longer than the limit of {max_seconds:.0f} s")
         n_total += buf.size
         if n_total == 0:
-            if n_bad:
-                raise CorruptInput(f"{name!r}: no packet could be decoded")
+            if n_bad or n_packets:
+                raise CorruptInput(
+                    f"{name!r}: no audio could be decoded from {n_packets} packets"
+                )
             raise EmptyInput(f"{name!r} holds no audio samples")
         if buf.size:
             yield buf

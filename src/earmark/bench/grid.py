@@ -172,8 +172,8 @@ def cut_query(
         return None
     start = int(rng.integers(0, int(y.size - need * sr) + 1))
     seg = y[start: start + int(need * sr)]
-    out = apply(edit, seg, sr, rng)[: int(round(length_s * sr))]
+    out = apply(edit, seg, sr, rng)[: round(length_s * sr)]
     if out.size < int(length_s * sr) * 0.98:
         return None
-    return Query(out, sr, edit.name, length_s, ref_id, int(round(start * 1000 / sr)),
+    return Query(out, sr, edit.name, length_s, ref_id, round(start * 1000 / sr),
                  edit.tempo, edit.pitch, edit.speed)

@@ -76,13 +76,15 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def split_manifest(corpus: Path, seed: int, max_tracks: int | None) -> tuple[list[dict], list[dict]]:
+def split_manifest(
+    corpus: Path, seed: int, max_tracks: int | None
+) -> tuple[list[dict], list[dict]]:
     rows = list(csv.DictReader(open(corpus / "manifest.csv", newline="")))
     rng = np.random.default_rng(seed)
     rows = [rows[i] for i in rng.permutation(len(rows))]
     if max_tracks:
         rows = rows[:max_tracks]
-    n = int(round(0.8 * len(rows)))
+    n = round(0.8 * len(rows))
     return rows[:n], rows[n:]
 
 

@@ -67,12 +67,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"# earmark bench identify — {result['date']}",
         "",
         f"earmark {result['earmark_version']} on {result['machine']}.",
-        f"Catalog: {cat['tracks']} tracks, {cat['hours']:.2f} h; indexed in {cat['build_s']:.1f} s "
+        f"Catalog: {cat['tracks']} tracks, {cat['hours']:.2f} h; "
+        f"indexed in {cat['build_s']:.1f} s "
         f"with {cat['jobs']} jobs = **{cat['hours'] * 3600 / cat['build_s'] / cat['jobs']:.0f}× "
         f"realtime per core** ({cat['hours'] * 3600 / cat['build_s']:.0f}× on the machine), "
         "decoding included.",
-        f"Index: {cat['index_bytes'] / 1e6:.1f} MB = **{cat['index_bytes'] / 1e6 / cat['hours']:.2f}"
-        " MB per audio hour**.",
+        f"Index: {cat['index_bytes'] / 1e6:.1f} MB = "
+        f"**{cat['index_bytes'] / 1e6 / cat['hours']:.2f} MB per audio hour**.",
         "",
         f"- Pooled core edits at 5 s: **top-1 {s['pooled_core_5s']:.3f}** "
         f"(95 % CI {s['pooled_core_5s_ci'][0]:.3f}–{s['pooled_core_5s_ci'][1]:.3f}, "

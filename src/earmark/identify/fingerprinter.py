@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -42,9 +43,21 @@ class Fingerprinter(Protocol):
 
     name: str
     version: str
-    sr: int
-    frame_rate: float
-    bins_per_octave: int
+
+    @property
+    def sr(self) -> int:
+        """Sample rate the fingerprinter expects, Hz."""
+        ...
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second of its time axis."""
+        ...
+
+    @property
+    def bins_per_octave(self) -> int:
+        """Resolution of its log-frequency axis."""
+        ...
 
     def reference(self, blocks: Iterable[np.ndarray]) -> tuple[Hashes, int]:
         """Hashes of a reference from a stream of mono blocks; also returns its sample count."""
@@ -146,7 +159,7 @@ def _stream_peaks(
 ) -> tuple[Peaks, int]:
     """Peaks of a sample stream, in chunks of ``chunk_blocks`` thinning blocks plus margins."""
     hop = spec.hop
-    block = max(1, int(round(spec.frame_rate)))
+    block = max(1, round(spec.frame_rate))
     chunk = block * chunk_blocks  # frames owned by one chunk
     margin = params.bg_frames // 2 + params.time_radius + 2  # frames of context either side
     pad = spec.n_fft // 2
@@ -172,7 +185,7 @@ def _stream_peaks(
             S, lin = padded_log_spectrogram(seg, spec, linear=True)
             out.append(find_peaks(S, params, frame_rate=spec.frame_rate, frame0=g0,
                                   keep=(f0, f1),
-                                  refine=lambda ti, fi: refine_frequency(lin, ti, fi, spec)))
+                                  refine=partial(_refine, lin, spec)))
             f0 = f1
             drop = max(0, (f0 - margin) * hop - buf0)
             buf, buf0 = buf[drop:], buf0 + drop
@@ -187,6 +200,11 @@ def _stream_peaks(
     n_frames = 1 + n_samples // hop
     run(n_frames, final=True)
     return Peaks.concat(out), n_samples
+
+
+def _refine(lin: np.ndarray, spec: SpectrogramParams, ti: np.ndarray, fi: np.ndarray
+            ) -> np.ndarray:
+    return refine_frequency(lin, ti, fi, spec)
 
 
 def _nonempty(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -92,7 +92,7 @@ class Identifier:
         """
         fp = self.fingerprinter
         dur_s = y.size / fp.sr
-        dur_ms = int(round(dur_s * 1000))
+        dur_ms = round(dur_s * 1000)
         if dur_s < MIN_QUERY_S:
             return Identification("no_match", "too_short", dur_ms)
         if y.size == 0 or float(np.max(np.abs(y))) < 1e-4:
@@ -127,10 +127,10 @@ class Identifier:
         for q0, q1 in a.segments:
             q1 = min(q1 + tail, dur_ms * fr / 1000.0)
             segs.append(SegmentMatch(
-                query_start_ms=int(round(q0 / fr * 1000)),
-                query_end_ms=int(round(q1 / fr * 1000)),
-                ref_start_ms=max(0, int(round((a.offset + a.scale * q0) / fr * 1000))),
-                ref_end_ms=max(0, int(round((a.offset + a.scale * q1) / fr * 1000))),
+                query_start_ms=round(q0 / fr * 1000),
+                query_end_ms=round(q1 / fr * 1000),
+                ref_start_ms=max(0, round((a.offset + a.scale * q0) / fr * 1000)),
+                ref_end_ms=max(0, round((a.offset + a.scale * q1) / fr * 1000)),
                 speed_ratio=round(float(speed), 4),
                 pitch_semitones=round(float(pitch), 2),
                 tempo_ratio=round(float(tempo), 4),

@@ -123,7 +123,7 @@ def find_peaks(
         inside = (abs_t >= keep[0]) & (abs_t < keep[1])
         ti, fi, sal, abs_t = ti[inside], fi[inside], sal[inside], abs_t[inside]
     # thin: the strongest `per_second` in each one-second block of absolute frames
-    block = max(1, int(round(frame_rate)))
+    block = max(1, round(frame_rate))
     bands = max(1, params.bands)
     quota = max(1, int(np.ceil(params.per_second * block / frame_rate / bands)))
     blk = (abs_t // block) * bands + (fi * bands) // n_bins
