@@ -282,9 +282,9 @@ def _run_baselines(cfg: BenchConfig, cat_tracks: list[dict], queries: Sequence[Q
     qdir.mkdir(exist_ok=True)
     paths = []
     for i, q in enumerate(chosen):
-        p = qdir / f"q{i:05d}.wav"
-        wavfile.write(p, q.sr, np.clip(q.audio * 32767, -32768, 32767).astype(np.int16))
-        paths.append(str(p))
+        wav = qdir / f"q{i:05d}.wav"
+        wavfile.write(wav, q.sr, np.clip(q.audio * 32767, -32768, 32767).astype(np.int16))
+        paths.append(str(wav))
     refs = {t["id"]: str(cfg.corpus / t["path"]) for t in cat_tracks}
     rows: list[Row] = []
     for b in available_baselines():

@@ -174,7 +174,9 @@ def plots(result: dict[str, Any], out: Path) -> None:
     h = 0.8 / len(matchers)
     for i, m in enumerate(matchers):
         cm = _cells(rows, m)
-        vals, errs, ys = [], [[], []], []
+        vals: list[float] = []
+        errs: list[list[float]] = [[], []]
+        ys: list[float] = []
         for j, e in enumerate(edits):
             rs = cm.get((e, 5.0))
             if not rs:

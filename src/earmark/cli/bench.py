@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -45,7 +46,7 @@ def identify(
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err) as bar:
-        def progress(name: str, total: int):  # type: ignore[no-untyped-def]
+        def progress(name: str, total: int) -> Callable[[int], None]:
             task = bar.add_task(name, total=total)
             return lambda n: bar.advance(task, n)
 

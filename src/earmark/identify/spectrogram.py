@@ -79,7 +79,9 @@ def log_spectrogram(y: np.ndarray, params: SpectrogramParams = SpectrogramParams
     pad = params.n_fft // 2
     yp = np.pad(y, (pad, pad + params.hop))
     n_frames = 1 + len(y) // params.hop
-    return padded_log_spectrogram(yp, params)[:n_frames]
+    S = padded_log_spectrogram(yp, params)
+    assert isinstance(S, np.ndarray)
+    return S[:n_frames]
 
 
 def padded_log_spectrogram(
