@@ -10,8 +10,10 @@ Layout of a shard directory::
 Each ``add`` writes one new segment (10 bytes an entry) to temporary files, fsyncs and renames
 them, then commits the manifest in one SQLite transaction: a crash at any point leaves either
 no trace (orphan files are deleted on the next open) or the whole batch. ``remove`` is a
-manifest transaction; the entries are dropped by the next merge. Lookups binary-search the
-memory-mapped key arrays of every segment — a lookup is a few ``searchsorted`` calls.
+manifest transaction; the entries are dropped by the next merge. A lookup reads the
+memory-mapped arrays of every segment through a bucket directory (offsets of the keys by key
+prefix) built in memory the first time the segment is searched, and a coarse table from
+shard frame to reference; both are derived from the segment files, which stay the on-disk format.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from earmark.errors import IndexCorrupt
@@ -51,6 +54,33 @@ class _Segment:
     bases: np.ndarray
     ref_keys: np.ndarray
     ends: np.ndarray
+    # built on the first lookup (see `_Segment.tables`)
+    directory: np.ndarray | None = None
+    key_shift: int = 0
+    ref_table: np.ndarray | None = None
+    t_shift: int = 0
+
+    def tables(self) -> None:
+        """Build the key directory and the frame → reference table if missing.
+
+        ``directory[b]`` is the first position whose key has prefix ``key >> key_shift``
+        of at least ``b``; ``ref_table[t >> t_shift]`` is the last reference whose base is at
+        most the start of that block of frames (−1 if none).
+        """
+        if self.directory is None:
+            n = len(self.keys)
+            max_key = int(self.keys[-1]) if n else 0
+            bits = max(1, min(max_key.bit_length(), n.bit_length() - 2))
+            shift = max(0, max_key.bit_length() - bits)
+            directory = _directory(np.asarray(self.keys), shift, (max_key >> shift) + 1)
+            self.key_shift = shift
+            self.directory = directory
+        if self.ref_table is None:
+            max_end = int(self.ends.max()) if self.ends.size else 0
+            t_shift = max(0, max_end.bit_length() - (4 * self.bases.size).bit_length())
+            blocks = np.arange((max_end >> t_shift) + 1, dtype=np.int64) << t_shift
+            self.t_shift = t_shift
+            self.ref_table = np.searchsorted(self.bases, blocks, side="right") - 1
 
 
 class SegmentIndex:
@@ -70,7 +100,7 @@ class SegmentIndex:
     def __init__(self, path: str | os.PathLike[str], *, fingerprint: str = "") -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lockf = open(self.path / ".lock", "a+")  # noqa: SIM115 - held for the lifetime
+        self._lockf = open(self.path / ".lock", "a+")  # held for the lifetime
         self._db = sqlite3.connect(self.path / "manifest.sqlite", isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -131,7 +161,11 @@ class SegmentIndex:
                 vals = np.load(vf, mmap_mode="r")
             r = sorted(by_seg.get(seg_id, []))
             arr = np.array(r, dtype=np.int64).reshape(-1, 3)
-            segs[seg_id] = _Segment(seg_id, keys, vals, arr[:, 0], arr[:, 1], arr[:, 2])
+            seg = _Segment(seg_id, keys, vals, arr[:, 0].copy(), arr[:, 1].copy(),
+                           arr[:, 2].copy())
+            if old is not None:  # the keys did not change, the references may have
+                seg.directory, seg.key_shift = old.directory, old.key_shift
+            segs[seg_id] = seg
         self._segments = segs
 
     def _meta_int(self, k: str, default: int) -> int:
@@ -254,37 +288,38 @@ class SegmentIndex:
         self._reload()
 
     def lookup(self, keys: np.ndarray, *, max_bucket: int | None = None) -> Candidates:
-        keys = np.asarray(keys, np.uint32)
-        parts = []
+        keys = np.ascontiguousarray(keys, np.uint32)
+        # a key more common than max_bucket tells nothing (a stop word): it matches nothing
+        cap = np.iinfo(np.int64).max if max_bucket is None else int(max_bucket)
+        segs, spans, total = [], [], 0
         for s in self._segments.values():
             if not len(s.keys) or not len(s.bases):
                 continue
-            lo = np.searchsorted(s.keys, keys, side="left")
-            hi = np.searchsorted(s.keys, keys, side="right")
-            cnt = hi - lo
-            if max_bucket is not None:
-                cnt[cnt > max_bucket] = 0  # a key that common tells nothing (a stop word)
-            total = int(cnt.sum())
-            if total == 0:
-                continue
-            qidx = np.repeat(np.arange(keys.size, dtype=np.int64), cnt)
-            starts = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
-            pos = starts + np.arange(total)
-            v = s.vals[pos]
-            t = v["t"].astype(np.int64)
-            r = np.searchsorted(s.bases, t, side="right") - 1
-            ok = r >= 0
-            ok[ok] &= t[ok] < s.ends[r[ok]]
-            r = r[ok]
-            parts.append(Candidates(
-                qidx=qidx[ok],
-                ref_key=s.ref_keys[r],
-                entry=(np.int64(s.id) << 40) | pos[ok].astype(np.int64),
-                t=(t[ok] - s.bases[r]).astype(np.float32),
-                f=v["f"][ok].astype(np.float32),
-                span=v["span"][ok].astype(np.float32) / np.float32(SPAN_SCALE),
-            ))
-        return Candidates.concat(parts)
+            s.tables()
+            lo, cnt = _bucket_spans(keys, np.asarray(s.keys), s.directory, s.key_shift, cap)
+            n = int(cnt.sum())
+            if n:
+                segs.append(s)
+                spans.append((lo, cnt))
+                total += n
+        out = Candidates(
+            qidx=np.empty(total, np.int64), ref_key=np.empty(total, np.int64),
+            entry=np.empty(total, np.int64), t=np.empty(total, np.float32),
+            f=np.empty(total, np.float32), span=np.empty(total, np.float32),
+        )
+        at = 0
+        for s, (lo, cnt) in zip(segs, spans, strict=True):
+            vals = np.asarray(s.vals)
+            if vals.dtype != VAL_DTYPE:  # the kernel reads the packed little-endian layout
+                vals = vals.astype(VAL_DTYPE)
+            raw = vals.view(np.uint8)
+            at = _gather(lo, cnt, raw, s.bases, s.ends, s.ref_keys, s.ref_table, s.t_shift,
+                         np.int64(s.id) << 40, at, out.qidx, out.ref_key, out.entry, out.t,
+                         out.f, out.span)
+        if at < total:  # entries of removed references
+            out = Candidates(*(getattr(out, a)[:at] for a in
+                               ("qidx", "ref_key", "entry", "t", "f", "span")))
+        return out
 
     def ref_keys(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT ref_key FROM refs")}
@@ -306,3 +341,87 @@ class SegmentIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- lookup kernels -------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _directory(keys: np.ndarray, shift: int, n_buckets: int) -> np.ndarray:  # pragma: no cover
+    """Offsets of the sorted ``keys`` by prefix ``key >> shift`` (``n_buckets + 1`` values)."""
+    d = np.empty(n_buckets + 1, np.int64)
+    b = 0
+    for i in range(keys.size):
+        p = np.int64(keys[i]) >> shift
+        while b <= p:
+            d[b] = i
+            b += 1
+    while b <= n_buckets:
+        d[b] = keys.size
+        b += 1
+    return d
+
+
+@numba.njit(cache=True, nogil=True)
+def _bucket_spans(q: np.ndarray, keys: np.ndarray, directory: np.ndarray, shift: int,
+                  cap: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """First position and count of each query key in ``keys``; 0 for a key above ``cap``."""
+    lo = np.zeros(q.size, np.int64)
+    cnt = np.zeros(q.size, np.int64)
+    n_buckets = directory.size - 1
+    for i in range(q.size):
+        k = q[i]
+        b = np.int64(k) >> shift
+        if b >= n_buckets:
+            continue
+        a = directory[b]
+        e = directory[b + 1]
+        if shift:
+            lo_, hi_ = a, e  # lower bound of k
+            while lo_ < hi_:
+                m = (lo_ + hi_) >> 1
+                if keys[m] < k:
+                    lo_ = m + 1
+                else:
+                    hi_ = m
+            a = lo_
+            hi_ = e  # upper bound of k
+            while lo_ < hi_:
+                m = (lo_ + hi_) >> 1
+                if keys[m] <= k:
+                    lo_ = m + 1
+                else:
+                    hi_ = m
+            e = lo_
+        if e - a <= cap:
+            lo[i] = a
+            cnt[i] = e - a
+    return lo, cnt
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(lo, cnt, raw, bases, ends, ref_keys, ref_table, t_shift, entry_base, at,
+            qidx, ref_key, entry, t, f, span) -> int:  # pragma: no cover
+    """Write the entries of the spans ``lo[i]:lo[i]+cnt[i]`` from ``at`` on; return the end.
+
+    ``raw`` is the values array as bytes (``VAL_DTYPE``, little-endian); entries outside
+    every live reference are skipped.
+    """
+    n_ref = bases.size
+    last_block = ref_table.size - 1
+    for i in range(lo.size):
+        for p in range(lo[i], lo[i] + cnt[i]):
+            o = 6 * p
+            tt = (np.int64(raw[o]) | (np.int64(raw[o + 1]) << 8) | (np.int64(raw[o + 2]) << 16)
+                  | (np.int64(raw[o + 3]) << 24))
+            r = ref_table[min(tt >> t_shift, last_block)]
+            while r + 1 < n_ref and bases[r + 1] <= tt:
+                r += 1
+            if r < 0 or tt >= ends[r]:
+                continue
+            qidx[at] = i
+            ref_key[at] = ref_keys[r]
+            entry[at] = entry_base | p
+            t[at] = np.float32(tt - bases[r])
+            f[at] = np.float32(raw[o + 4])
+            span[at] = np.float32(raw[o + 5]) / np.float32(SPAN_SCALE)
+            at += 1
+    return at
