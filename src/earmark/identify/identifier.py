@@ -73,7 +73,8 @@ class Identifier:
         """Fan the keys out to every shard and concatenate what they return."""
         parts = []
         for s in self.shards:
-            cap = max(self.min_stop, int(self.stop_per_million * s.stats().entries / 1e6))
+            entries = s.entries if hasattr(s, "entries") else s.stats().entries
+            cap = max(self.min_stop, int(self.stop_per_million * entries / 1e6))
             parts.append(s.lookup(keys, max_bucket=cap))
         return Candidates.concat(parts)
 

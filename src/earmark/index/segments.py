@@ -102,21 +102,28 @@ class SegmentIndex:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lockf = open(self.path / ".lock", "a+")  # held for the lifetime
         self._db = sqlite3.connect(self.path / "manifest.sqlite", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._write_lock():
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT v FROM meta WHERE k='fingerprint'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
-            elif fingerprint and row[0] != fingerprint:
-                raise IndexCorrupt(
-                    f"index at {self.path} was built with fingerprint {row[0]!r}, not "
-                    f"{fingerprint!r}: rebuild the catalog (earmark catalog add) into a new --db"
-                )
-            self._remove_orphans()
         self._segments: dict[int, _Segment] = {}
-        self._reload()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._write_lock():
+                self._db.executescript(_SCHEMA)
+                row = self._db.execute("SELECT v FROM meta WHERE k='fingerprint'").fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO meta VALUES ('fingerprint', ?)",
+                                     (fingerprint,))
+                elif fingerprint and row[0] != fingerprint:
+                    raise IndexCorrupt(
+                        f"index at {self.path} was built with fingerprint {row[0]!r}, not "
+                        f"{fingerprint!r}: rebuild the catalog (earmark catalog add) into a "
+                        "new --db"
+                    )
+                self._remove_orphans()
+            self._reload()
+        except BaseException:
+            self._db.close()
+            self._lockf.close()
+            raise
 
     # -- locking and bookkeeping ------------------------------------------------------------
     @contextlib.contextmanager
@@ -296,6 +303,7 @@ class SegmentIndex:
             if not len(s.keys) or not len(s.bases):
                 continue
             s.tables()
+            assert s.directory is not None
             lo, cnt = _bucket_spans(keys, np.asarray(s.keys), s.directory, s.key_shift, cap)
             n = int(cnt.sum())
             if n:
@@ -323,6 +331,11 @@ class SegmentIndex:
 
     def ref_keys(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT ref_key FROM refs")}
+
+    @property
+    def entries(self) -> int:
+        """Index entries held (including those of removed references not yet merged away)."""
+        return sum(len(s.keys) for s in self._segments.values())
 
     def stats(self) -> IndexStats:
         n_refs = self._db.execute("SELECT COUNT(*) FROM refs").fetchone()[0]

@@ -1,0 +1,185 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fingerprint and matcher properties on generated music (no files, real index on disk)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from earmark.audio import effects
+from earmark.audio.generators import synth_music, synth_speech_like
+from earmark.identify.fingerprinter import TripletFingerprinter, speed_ladder
+from earmark.identify.hashes import triplet_hashes
+from earmark.identify.identifier import Identification, Identifier
+from earmark.identify.peaks import Peaks
+from earmark.index.base import IndexItem
+from earmark.index.segments import SegmentIndex
+
+SR = 8000
+FP = TripletFingerprinter()
+N_REFS = 6
+REF_S = 40.0
+
+
+@pytest.fixture(scope="module")
+def refs() -> list[np.ndarray]:
+    return [synth_music(sr=SR, duration=REF_S, rng=np.random.default_rng(100 + i))
+            for i in range(N_REFS)]
+
+
+@pytest.fixture(scope="module")
+def ident(refs: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Identifier:
+    idx = SegmentIndex(tmp_path_factory.mktemp("index"), fingerprint="triplet-1")
+    items = []
+    for i, y in enumerate(refs):
+        h, n = FP.reference([y])
+        items.append(IndexItem(i, h, 1 + n // FP.spec.hop))
+    idx.add(items)
+    return Identifier(shards=[idx], fingerprinter=FP)
+
+
+def _top(res: Identification) -> tuple[int, float, float, float, float]:
+    assert res.status == "match", res
+    m = res.matches[0]
+    s = m.segments[0]
+    ref_at_q0 = s.ref_start_ms - s.query_start_ms * s.tempo_ratio
+    return m.ref_key, ref_at_q0, s.speed_ratio, s.pitch_semitones, s.tempo_ratio
+
+
+def test_chunked_reference_peaks_equal_one_piece(refs: list[np.ndarray]) -> None:
+    y = refs[0]
+    whole, n = TripletFingerprinter(chunk_blocks=10**6).reference_peaks([y])
+    for block in (777, 8000, 40001):
+        small_chunks = TripletFingerprinter(chunk_blocks=3)
+        pk, n2 = small_chunks.reference_peaks([y[i:i + block] for i in range(0, y.size, block)])
+        assert n2 == n
+        np.testing.assert_array_equal(pk.t, whole.t)
+        np.testing.assert_array_equal(pk.f, whole.f)
+
+
+@given(shift=st.integers(-30, 30))
+@settings(max_examples=25, deadline=None)
+def test_hashes_are_invariant_to_a_frequency_shift(shift: int) -> None:
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.uniform(0, 600, 400)).astype(np.float32)
+    f = rng.uniform(40, 140, 400).astype(np.float32)
+    s = rng.uniform(3, 20, 400).astype(np.float32)
+    a = triplet_hashes(Peaks(t, f, s))
+    b = triplet_hashes(Peaks(t, f + np.float32(shift), s))
+    assert len(a) > 500
+    assert np.mean(a.key == b.key) > 0.99
+    np.testing.assert_allclose(b.f - a.f, shift, atol=1e-3)
+
+
+def test_speed_ladder_covers_half_to_double() -> None:
+    lad = speed_ladder()
+    assert lad[0] == 0.5 and lad[-1] == 2.0
+    assert max(b / a for a, b in itertools.pairwise(lad)) < 1.27
+
+
+@given(start=st.floats(2.0, 25.0), delta=st.floats(0.3, 8.0))
+@settings(max_examples=6, deadline=None)
+def test_shifting_the_query_moves_the_offset_by_the_same_amount(
+    ident: Identifier, refs: list[np.ndarray], start: float, delta: float
+) -> None:
+    y = refs[2]
+    a = _top(ident.identify(y[int(start * SR): int((start + 5) * SR)]))
+    b = _top(ident.identify(y[int((start + delta) * SR): int((start + delta + 5) * SR)]))
+    assert a[0] == b[0] == 2
+    assert abs(a[1] - start * 1000) < 40
+    assert abs((b[1] - a[1]) - delta * 1000) < 40
+
+
+@pytest.mark.parametrize("v", [0.6, 0.8, 1.25, 1.5, 1.9])
+def test_a_speed_change_is_reported_as_that_speed(
+    ident: Identifier, refs: list[np.ndarray], v: float
+) -> None:
+    start = 10.0
+    seg = refs[3][int(start * SR): int((start + 5 * v + 1) * SR)]
+    q = effects.speed(seg, SR, v)[: 5 * SR]
+    key, at0, speed, pitch, tempo = _top(ident.identify(q))
+    assert key == 3
+    assert abs(speed - v) / v < 0.01
+    assert abs(tempo - v) / v < 0.01
+    assert abs(pitch - 12 * np.log2(v)) < 0.3
+    assert abs(at0 - start * 1000) < 60
+
+
+@pytest.mark.parametrize("semitones", [-7.0, -3.0, 4.0, 7.0])
+def test_a_pitch_shift_is_reported_apart_from_tempo(
+    ident: Identifier, refs: list[np.ndarray], semitones: float
+) -> None:
+    seg = refs[1][8 * SR: 14 * SR]
+    q = effects.pitch_shift(seg, SR, semitones, engine="rubberband")[: 5 * SR]
+    key, _, speed, pitch, tempo = _top(ident.identify(q))
+    assert key == 1
+    assert abs(pitch - semitones) < 0.4
+    assert abs(tempo - 1.0) < 0.02
+    assert speed == 1.0
+
+
+@pytest.mark.parametrize("ratio", [0.6, 1.2, 1.8])
+def test_a_time_stretch_is_reported_as_tempo(
+    ident: Identifier, refs: list[np.ndarray], ratio: float
+) -> None:
+    seg = refs[4][5 * SR: int((5 + 5 * ratio + 1) * SR)]
+    q = effects.time_stretch(seg, SR, ratio)[: 5 * SR]
+    key, _, speed, pitch, tempo = _top(ident.identify(q))
+    assert key == 4
+    assert abs(tempo - ratio) / ratio < 0.03
+    assert abs(pitch) < 0.4
+    assert speed == 1.0
+
+
+def test_noise_speech_and_codec_chains(ident: Identifier, refs: list[np.ndarray]) -> None:
+    rng = np.random.default_rng(3)
+    seg = refs[5][12 * SR: 20 * SR]
+    speech = synth_speech_like(sr=SR, duration=8.0, rng=rng)
+    noisy = effects.add_noise(seg, SR, 5.0, rng=rng)[: 5 * SR]
+    talked = effects.mix_over(seg, speech, -5.0)[: 5 * SR]
+    chained = effects.codec(effects.mix_over(effects.speed(seg, SR, 1.25), speech[:
+                            int(seg.size / 1.25)], -3.0), SR, "mp3", 64)[: 5 * SR]
+    for q in (noisy, talked, chained):
+        assert _top(ident.identify(q))[0] == 5
+
+
+def test_a_medley_reports_every_reference_in_order(
+    ident: Identifier, refs: list[np.ndarray]
+) -> None:
+    q = np.concatenate([refs[0][5 * SR: 12 * SR], effects.speed(refs[4][20 * SR: 29 * SR],
+                                                                SR, 1.2)])
+    res = ident.identify(q)
+    got = {m.ref_key: m for m in res.matches}
+    assert {0, 4} <= set(got)
+    assert got[0].segments[0].query_start_ms < 1000
+    assert abs(got[4].segments[0].query_start_ms - 7000) < 1200
+    assert abs(got[4].segments[0].speed_ratio - 1.2) < 0.02
+
+
+def test_music_not_in_the_catalog_is_no_match(ident: Identifier) -> None:
+    for seed in range(5):
+        other = synth_music(sr=SR, duration=8.0, rng=np.random.default_rng(900 + seed))
+        res = ident.identify(other)
+        assert res.status == "no_match" and res.reason == "no_candidate"
+        assert res.matches == []
+
+
+def test_no_match_reasons(ident: Identifier, refs: list[np.ndarray]) -> None:
+    assert ident.identify(refs[0][: SR // 2]).reason == "too_short"
+    assert ident.identify(np.zeros(5 * SR, np.float32)).reason == "too_little_signal"
+
+
+def test_index_is_reopened_with_identical_answers(ident: Identifier, refs: list[np.ndarray],
+                                                   tmp_path: Path) -> None:
+    shard = ident.shards[0]
+    assert isinstance(shard, SegmentIndex)
+    again = SegmentIndex(shard.path, fingerprint="triplet-1")
+    q = refs[2][3 * SR: 8 * SR]
+    a = _top(ident.identify(q))
+    b = _top(Identifier(shards=[again], fingerprinter=FP).identify(q))
+    assert a == b
