@@ -334,13 +334,17 @@ def synth_music(
             seg = note(int(degree_to_midi(d, root + 12)), bar, 0, 4, 0.8 * bar)
             _overlap_add(out, start, 0.12 * seg)
 
-    # bass: chord root on each beat, with random octave jumps and rests
-    for i in range(n_beats):
-        if rng.random() < 0.15:
+    # bass: a per-piece rhythm on the 8th-note grid (always the downbeat), walking over the
+    # chord tones, with random octave jumps — so that pieces differ in rhythm, not only in key
+    pattern = rng.random(8) < rng.uniform(0.3, 0.7)
+    pattern[0] = True
+    tones = rng.choice([0, 2, 4, 7], size=8)
+    for i in range(2 * n_beats):
+        if not pattern[i % 8] or rng.random() < 0.1:
             continue
-        deg = bar_degrees[i // 4] + (7 if rng.random() < 0.2 else 0)
-        seg = note(int(degree_to_midi(deg, root)), 0.9 * beat, 1, 5, 0.4 * beat)
-        _overlap_add(out, round(i * beat * sr), 0.35 * seg)
+        deg = bar_degrees[i // 8] + int(tones[i % 8]) + (7 if rng.random() < 0.15 else 0)
+        seg = note(int(degree_to_midi(deg, root)), 0.45 * beat, 1, 5, 0.3 * beat)
+        _overlap_add(out, round(i * beat / 2 * sr), 0.35 * seg)
 
     # melody: random walk on the scale, 8th-note grid, notes of 1–3 steps, some rests
     step = beat / 2

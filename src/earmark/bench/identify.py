@@ -257,7 +257,6 @@ def _run(cfg: BenchConfig, cat_tracks: list[dict], non_tracks: list[dict], work:
         "catalog": {"tracks": len(cat_tracks), "hours": hours, "build_s": build_s,
                     "jobs": cfg.jobs, "failed": rep.failed, **st},
         "calibration": asdict(cal),
-        "calibration_ece": report.ece(rows),
         "rows": [asdict(r) for r in rows + base_rows],
         "growth": growth,
         "core_edits": [e.name for e in CORE],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -22,9 +23,28 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, c - h), min(1.0, c + h))
 
 
-def ece(rows: list[Any], bins: int = 10) -> float | None:
-    """Expected calibration error is computed by the caller's confidences; rows lack them."""
-    return None
+def reliability(rows: list[dict[str, Any]], bins: int = 5) -> tuple[float, list[dict]]:
+    """Expected calibration error of the confidences earmark reported, and its table.
+
+    Every reported top match counts: right when a catalog query named its source, wrong
+    otherwise (wrong reference, or any match on a non-catalog query).
+    """
+    pts = [(r["extra"]["confidence"], bool(r["correct"])) for r in rows
+           if r["matcher"] == "earmark" and r["status"] == "match"
+           and r.get("extra", {}).get("confidence") is not None]
+    if not pts:
+        return float("nan"), []
+    p = np.array([c for c, _ in pts])
+    y = np.array([ok for _, ok in pts], dtype=float)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    table, err = [], 0.0
+    for lo, hi in itertools.pairwise(edges):
+        m = (p >= lo) & ((p < hi) | (hi == 1.0))
+        if m.any():
+            err += m.sum() / p.size * abs(p[m].mean() - y[m].mean())
+            table.append({"bin": f"{lo:.1f}–{hi:.1f}", "n": int(m.sum()),
+                          "mean_confidence": float(p[m].mean()), "precision": float(y[m].mean())})
+    return float(err), table
 
 
 def _cells(rows: list[dict[str, Any]], matcher: str) -> dict[tuple[str, float], list[dict]]:
@@ -137,6 +157,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{np.median(te) * 100:.2f} % | "
             + (f"{np.median(se) * 100:.2f} %" if se else "–") + f" | {np.median(pe):.2f} |"
         )
+    err, table = reliability(rows)
+    lines += ["", f"## Calibration of reported confidences: ECE {err:.3f}", "",
+              "| confidence | matches | mean confidence | share right |", "|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['bin']} | {t['n']} | {t['mean_confidence']:.3f} | "
+                     f"{t['precision']:.3f} |")
     lines += ["", "## Latency as the catalog grows (5 s queries; distractors are reversed, "
               "re-pitched corpus tracks)", "", "| catalog hours | p50 ms | p95 ms | top-1 |",
               "|---|---|---|---|"]
@@ -211,3 +237,18 @@ def plots(result: dict[str, Any], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / "growth.png", dpi=110)
         plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-render ``report.md`` and the plots from a ``report.json``."""
+    import json
+    import sys
+
+    path = Path((argv or sys.argv[1:])[0])
+    result = json.loads(path.read_text())
+    (path.parent / "report.md").write_text(markdown(result))
+    plots(result, path.parent)
+
+
+if __name__ == "__main__":
+    main()
