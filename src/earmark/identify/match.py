@@ -34,7 +34,7 @@ class MatchParams:
     max_cells: int = 24  #: cells examined in detail
     offset_tol: float = 3.0  #: inlier tolerance on the fitted line, frames
     min_inliers: int = 5  #: fewer agreeing entries than this is no match at all
-    gap_s: float = 2.5  #: a silence longer than this in the matched query times ends a segment
+    gap_s: float = 5.0  #: no evidence for longer than this in the query ends a segment
     max_matches: int = 10
 
 
