@@ -183,3 +183,19 @@ def test_index_is_reopened_with_identical_answers(ident: Identifier, refs: list[
     a = _top(ident.identify(q))
     b = _top(Identifier(shards=[again], fingerprinter=FP).identify(q))
     assert a == b
+
+
+@pytest.mark.parametrize("edit", ["reverb", "phone", "opus 24", "aac 32"])
+def test_room_phone_and_codec_edits(ident: Identifier, refs: list[np.ndarray], edit: str) -> None:
+    rng = np.random.default_rng(8)
+    seg = refs[0][15 * SR: 21 * SR]
+    q = {
+        "reverb": lambda: effects.reverb(seg, SR, rt60=1.0, wet=0.4, rng=rng),
+        "phone": lambda: effects.phone_band(seg, SR),
+        "opus 24": lambda: effects.codec(seg, SR, "opus", 24),
+        "aac 32": lambda: effects.codec(seg, SR, "aac", 32),
+    }[edit]()[: 5 * SR]
+    key, at0, speed, _, tempo = _top(ident.identify(q))
+    assert key == 0
+    assert abs(at0 - 15000) < 60
+    assert abs(tempo - 1.0) < 0.01 and speed == pytest.approx(1.0, abs=0.01)
