@@ -112,8 +112,12 @@ def test_scan_exit_code_when_nothing_succeeds(catalog_home: Path, tmp_path: Path
     assert code == 1
     assert [json.loads(x)["status"] for x in out.splitlines()] == ["error", "error"]
     # a no_match is a success
+    short = write_audio(tmp_path / "short.wav", music(5, 0.5))
+    assert run("scan", "--db", catalog_home, "--json", short, tmp_path / "empty.wav")[0] == 0
+    # silence is a typed error, like every unusable input
     quiet = write_audio(tmp_path / "quiet.wav", np.zeros(4 * SR))
-    assert run("scan", "--db", catalog_home, "--json", quiet, tmp_path / "empty.wav")[0] == 0
+    code, out, _ = run("scan", "--db", catalog_home, "--json", quiet)
+    assert code == 1 and json.loads(out)["reason"].startswith("silent_input: ")
 
 
 def test_scan_table(catalog_home: Path, library: Library, tmp_path: Path) -> None:

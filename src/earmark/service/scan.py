@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
-from earmark.audio.decode import DEFAULT_MAX_SECONDS, iter_blocks
-from earmark.errors import EarmarkError
+from earmark.audio.decode import DEFAULT_MAX_SECONDS, SILENCE_PEAK, iter_blocks
+from earmark.errors import EarmarkError, SilentInput
 from earmark.identify.identifier import RefMatch, SegmentMatch
 from earmark.service.catalog import Catalog
 
@@ -105,20 +106,24 @@ class _Cluster:
     ref_key: int
     confidence: float
     tempo: float
-    offset_ms: float  #: reference time at input time 0
     segments: list[SegmentMatch] = field(default_factory=list)
 
 
-def _offset(s: SegmentMatch) -> float:
-    return s.ref_start_ms - s.tempo_ratio * s.query_start_ms
+def _on_line(c: _Cluster, s: SegmentMatch) -> bool:
+    """Whether ``s`` continues one of ``c``'s segments: the reference time that the nearest
+    segment predicts at ``s``'s start (along its own line, so a small tempo error does not
+    grow with the distance from the input's start) is within :data:`OFFSET_TOL_MS`."""
+    near = min(c.segments, key=lambda x: abs(x.query_start_ms - s.query_start_ms))
+    predicted = near.ref_start_ms + near.tempo_ratio * (s.query_start_ms - near.query_start_ms)
+    return abs(predicted - s.ref_start_ms) <= OFFSET_TOL_MS
 
 
 def merge_matches(parts: Sequence[tuple[int, RefMatch]]) -> list[_Cluster]:
     """Merge matches found in windows (``(window start ms, match)``) into clusters.
 
     Two matches merge when they name the same reference with tempos within
-    :data:`TEMPO_TOL` and reference offsets within :data:`OFFSET_TOL_MS`; overlapping
-    segments of a cluster are joined. Clusters come best first.
+    :data:`TEMPO_TOL` and lie on one line (:func:`_on_line`); overlapping segments of a
+    cluster are joined. Clusters come best first.
     """
     shifted = []
     for w0, m in parts:
@@ -129,15 +134,15 @@ def merge_matches(parts: Sequence[tuple[int, RefMatch]]) -> list[_Cluster]:
     shifted.sort(key=lambda p: -p[0].confidence)
     clusters: list[_Cluster] = []
     for m, segs in shifted:
-        tempo, off = segs[0].tempo_ratio, _offset(segs[0])
+        tempo = segs[0].tempo_ratio
         for c in clusters:
             if (c.ref_key == m.ref_key and abs(tempo / c.tempo - 1.0) <= TEMPO_TOL
-                    and abs(off - c.offset_ms) <= OFFSET_TOL_MS):
+                    and _on_line(c, segs[0])):
                 c.segments.extend(segs)
                 c.confidence = max(c.confidence, m.confidence)
                 break
         else:
-            clusters.append(_Cluster(m.ref_key, m.confidence, tempo, off, list(segs)))
+            clusters.append(_Cluster(m.ref_key, m.confidence, tempo, list(segs)))
     for c in clusters:
         c.segments = _join(c.segments)
     clusters.sort(key=lambda c: (-c.confidence, -_span(c.segments)))
@@ -201,36 +206,47 @@ def _scan(catalog: Catalog, path: str | os.PathLike[str],
     parts: list[tuple[int, RefMatch]] = []
     reasons: set[str] = set()
     n_total = 0
+    peak = 0.0
     blocks = iter_blocks(path, sr, max_seconds=max_seconds)
     for start, y in iter_windows(blocks, win=int(WINDOW_S * sr),
                                  hop=int((WINDOW_S - OVERLAP_S) * sr)):
         n_total = max(n_total, start + y.size)
+        peak = max(peak, float(np.max(np.abs(y))) if y.size else 0.0)
         found = ident.identify(y)
         w0 = round(start * 1000 / sr)
         parts.extend((w0, m) for m in found.matches)
         if found.reason:
             reasons.add(found.reason)
+    if peak < SILENCE_PEAK:
+        raise SilentInput(f"{Path(path).name!r} is silent (peak under -80 dBFS)")
     duration_ms = round(n_total * 1000 / sr)
     clusters = merge_matches(parts)
     rows = catalog.references_by_key(c.ref_key for c in clusters)
-    matches = []
+    # one entry per reference: a reference used twice (a repeat in a medley, or at two
+    # tempos) is one match with several segments
+    by_ref: dict[int, list[_Cluster]] = {}
     for c in clusters:
-        ref = rows.get(c.ref_key)
+        by_ref.setdefault(c.ref_key, []).append(c)
+    matches = []
+    for key, cs in by_ref.items():
+        ref = rows.get(key)
         if ref is None:  # removed while we were scanning
             continue
-        q_ms = _span(c.segments)
-        r_ms = sum(s.ref_end_ms - s.ref_start_ms for s in c.segments)
+        segs = sorted((s for c in cs for s in c.segments), key=lambda s: s.query_start_ms)
+        q_ms = _span(_join(segs))
+        r_ms = sum(s.ref_end_ms - s.ref_start_ms for s in segs)
         matches.append(MatchOut(
-            reference_id=ref.id, title=ref.title, confidence=round(c.confidence, 4),
+            reference_id=ref.id, title=ref.title,
+            confidence=round(max(c.confidence for c in cs), 4),
             query_match_ms=q_ms, query_match_pct=_pct(q_ms, duration_ms),
             ref_match_ms=r_ms, ref_match_pct=_pct(r_ms, ref.duration_ms),
-            segments=[SegmentOut(**s.__dict__) for s in c.segments],
+            segments=[SegmentOut(**s.__dict__) for s in segs],
         ))
+    matches.sort(key=lambda m: (-m.confidence, -m.query_match_ms))
     if matches:
         return ScanResult(input=os.fspath(path), status="match", reason=None,
                           duration_ms=duration_ms, matches=matches)
-    reason = next((r for r in _REASON_ORDER if r in reasons), None)
-    reason = reason or (sorted(reasons)[0] if reasons else "no_candidate")
+    reason = next((r for r in _REASON_ORDER if r in reasons), "no_candidate")
     return ScanResult(input=os.fspath(path), status="no_match", reason=reason,
                       duration_ms=duration_ms)
 
