@@ -296,20 +296,25 @@ class SegmentIndex:
 
     def lookup(self, keys: np.ndarray, *, max_bucket: int | None = None) -> Candidates:
         keys = np.ascontiguousarray(keys, np.uint32)
-        # a key more common than max_bucket tells nothing (a stop word): it matches nothing
-        cap = np.iinfo(np.int64).max if max_bucket is None else int(max_bucket)
-        segs, spans, total = [], [], 0
+        # a key more common than max_bucket in the shard tells nothing (a stop word): it
+        # matches nothing, however the shard's entries happen to be split into segments
+        segs, spans = [], []
+        per_key = np.zeros(keys.size, np.int64)
         for s in self._segments.values():
             if not len(s.keys) or not len(s.bases):
                 continue
             s.tables()
             assert s.directory is not None
-            lo, cnt = _bucket_spans(keys, np.asarray(s.keys), s.directory, s.key_shift, cap)
-            n = int(cnt.sum())
-            if n:
+            lo, cnt = _bucket_spans(keys, np.asarray(s.keys), s.directory, s.key_shift)
+            if cnt.any():
                 segs.append(s)
                 spans.append((lo, cnt))
-                total += n
+                per_key += cnt
+        if max_bucket is not None:
+            stop = per_key > max_bucket
+            for _, cnt in spans:
+                cnt[stop] = 0
+        total = int(sum(int(cnt.sum()) for _, cnt in spans))
         out = Candidates(
             qidx=np.empty(total, np.int64), ref_key=np.empty(total, np.int64),
             entry=np.empty(total, np.int64), t=np.empty(total, np.float32),
@@ -374,9 +379,9 @@ def _directory(keys: np.ndarray, shift: int, n_buckets: int) -> np.ndarray:  # p
 
 
 @numba.njit(cache=True, nogil=True)
-def _bucket_spans(q: np.ndarray, keys: np.ndarray, directory: np.ndarray, shift: int,
-                  cap: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """First position and count of each query key in ``keys``; 0 for a key above ``cap``."""
+def _bucket_spans(q: np.ndarray, keys: np.ndarray, directory: np.ndarray, shift: int
+                  ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """First position and count of each query key in ``keys``."""
     lo = np.zeros(q.size, np.int64)
     cnt = np.zeros(q.size, np.int64)
     n_buckets = directory.size - 1
@@ -404,9 +409,8 @@ def _bucket_spans(q: np.ndarray, keys: np.ndarray, directory: np.ndarray, shift:
                 else:
                     hi_ = m
             e = lo_
-        if e - a <= cap:
-            lo[i] = a
-            cnt[i] = e - a
+        lo[i] = a
+        cnt[i] = e - a
     return lo, cnt
 
 
