@@ -19,7 +19,7 @@ from earmark.index.base import Candidates, IndexBackend
 
 MIN_QUERY_S = 1.0  #: shorter queries get ``no_match`` / ``too_short``
 MIN_PEAKS_PER_S = 1.0  #: fewer peaks per second than this is ``too_little_signal``
-PURE_SPEED_TOL = 0.5  #: semitones: pitch within this of 12·log2(tempo) is a plain speed change
+PURE_SPEED_TOL = 0.3  #: semitones: pitch within this of 12·log2(tempo) is a plain speed change
 
 
 @dataclass
