@@ -79,7 +79,8 @@ class Row:
 def split_manifest(
     corpus: Path, seed: int, max_tracks: int | None
 ) -> tuple[list[dict], list[dict]]:
-    rows = list(csv.DictReader(open(corpus / "manifest.csv", newline="")))
+    with open(corpus / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     rng = np.random.default_rng(seed)
     rows = [rows[i] for i in rng.permutation(len(rows))]
     if max_tracks:

@@ -74,3 +74,10 @@ def user_errors() -> Iterator[None]:
         yield
     except EarmarkError as exc:
         die(exc.reason)
+
+
+def clock(ms: float) -> str:
+    """``m:ss.s`` of a time in milliseconds (``h:mm:ss`` from an hour on)."""
+    h, rest = divmod(ms / 1000, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{int(h)}:{int(m):02d}:{sec:04.1f}" if h else f"{int(m)}:{sec:04.1f}"

@@ -16,6 +16,7 @@ from earmark.cli import (
     EXIT_FAILED,
     DbOption,
     MaxSecondsOption,
+    clock,
     die,
     load_settings,
     resolve_home,
@@ -111,7 +112,7 @@ def list_(
     table = Table("id", "title", "artist", "owner", "isrc", "duration", "added (UTC)")
     for r in refs:
         table.add_row(r.id, r.title or "", r.artist or "", r.owner or "", r.isrc or "",
-                      _clock(r.duration_ms), r.created_at.strftime("%Y-%m-%d %H:%M"))
+                      clock(r.duration_ms), r.created_at.strftime("%Y-%m-%d %H:%M"))
     stdout().print(table)
     stderr().print(f"{len(refs)} reference(s)")
 
@@ -142,10 +143,3 @@ def stats_(
     for k, v in s.items():
         table.add_row(k, "—" if v is None else str(v))
     stdout().print(table)
-
-
-def _clock(ms: int) -> str:
-    s = ms / 1000
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{int(h)}:{int(m):02d}:{sec:04.1f}" if h else f"{int(m)}:{sec:04.1f}"

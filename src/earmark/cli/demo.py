@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from earmark.cli import stderr, stdout, user_errors
+from earmark.cli import clock, stderr, stdout, user_errors
 
 
 def demo(
@@ -86,14 +86,9 @@ def demo(
                     ex.file if i == 0 else "", ex.truth if i == 0 else "", m["reference_id"],
                     f"{m['confidence']:.2f}",
                     f"{s['query_start_ms'] / 1000:.1f}–{s['query_end_ms'] / 1000:.1f} s → "
-                    f"{_clock(s['ref_start_ms'])}–{_clock(s['ref_end_ms'])}",
+                    f"{clock(s['ref_start_ms'])}–{clock(s['ref_end_ms'])}",
                     f"{s['speed_ratio']:.2f} / {s['pitch_semitones']:+.1f} st / "
                     f"{s['tempo_ratio']:.2f}", mark if i == 0 else "")
     stdout().print(table)
     err.print(f"{right} of {len(excerpts)} excerpts answered right. Try: .venv/bin/earmark scan "
               f"--db {out / 'earmark-data'} --json '{exdir}'/*")
-
-
-def _clock(ms: int) -> str:
-    m, s = divmod(ms / 1000, 60)
-    return f"{int(m)}:{s:04.1f}"

@@ -17,6 +17,7 @@ from earmark.cli import (
     EXIT_FAILED,
     DbOption,
     MaxSecondsOption,
+    clock,
     load_settings,
     resolve_home,
     stderr,
@@ -88,14 +89,9 @@ def _table(results: list[dict[str, Any]]) -> Table:
                 Text(r["status"] if i == 0 else "", style=style),
                 Text(m["reference_id"] + (f" — {m['title']}" if m["title"] else "")),
                 f"{m['confidence']:.2f}",
-                f"{_clock(s['query_start_ms'])}–{_clock(s['query_end_ms'])}{more}",
-                f"{_clock(s['ref_start_ms'])}–{_clock(s['ref_end_ms'])}",
+                f"{clock(s['query_start_ms'])}–{clock(s['query_end_ms'])}{more}",
+                f"{clock(s['ref_start_ms'])}–{clock(s['ref_end_ms'])}",
                 f"{s['speed_ratio']:.3f} / {s['pitch_semitones']:+.1f} st / "
                 f"{s['tempo_ratio']:.3f}",
             )
     return t
-
-
-def _clock(ms: int) -> str:
-    m, s = divmod(ms / 1000, 60)
-    return f"{int(m)}:{s:04.1f}"

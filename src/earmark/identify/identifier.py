@@ -103,9 +103,7 @@ class Identifier:
             return Identification("no_match", "too_little_signal", dur_ms)
         cand = self.lookup(qp.hashes.key)
         al = align(qp, cand, self.params, fp.frame_rate)
-        keys, hits = np.unique(cand.ref_key, return_counts=True)
-        ref_hits = {int(k): int(h) for k, h in zip(keys, hits, strict=True)
-                    if any(a.ref_key == k for a in al)}
+        ref_hits = {k: int(np.count_nonzero(cand.ref_key == k)) for k in {a.ref_key for a in al}}
         matches = []
         for a in al:
             ru = runner_up(a, al)

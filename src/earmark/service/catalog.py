@@ -297,7 +297,7 @@ def add_references(
                 for fut in done:
                     run.collect(*in_flight.pop(fut), fut)
             task = functools.partial(fingerprint_file, inp.path, sr=fp.sr,
-                                     max_seconds=max_seconds, fingerprinter=fp)
+                                     max_seconds=max_seconds, fingerprinter=fp, sha256=sha)
             try:
                 fut = pool.submit(task)
             except BrokenProcessPool:  # a worker died (its items were reported): start afresh

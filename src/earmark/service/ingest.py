@@ -65,9 +65,11 @@ def hash_file(path: str | os.PathLike[str]) -> str:
 
 def fingerprint_file(
     path: str | os.PathLike[str], *, sr: int, max_seconds: float | None,
-    fingerprinter: Fingerprinter | None = None,
+    fingerprinter: Fingerprinter | None = None, sha256: str | None = None,
 ) -> FingerprintResult:
     """Hash, decode (streamed) and fingerprint one reference file. Pure: runs on any worker.
+
+    ``sha256`` is the file's hash when the caller has it already (it is not read twice).
 
     Returns
     -------
@@ -85,7 +87,7 @@ def fingerprint_file(
         raise ValueError(f"fingerprinter runs at {fp.sr} Hz, not {sr}")
     name = Path(path).name
     try:
-        sha = hash_file(path)
+        sha = sha256 or hash_file(path)
     except FileNotFoundError:
         raise FileMissing(f"no such file: {os.fspath(path)!r}") from None
     except OSError as exc:
