@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ def split_manifest(
     return rows[:n], rows[n:]
 
 
-@lru_cache(maxsize=None)  # every track is decoded once (the full corpus: ~3 GB at 16 kHz)
+@cache  # every track is decoded once (the full corpus: ~3 GB at 16 kHz)
 def _load(path: str) -> np.ndarray:
     return decode(path, QUERY_SR, allow_silent=True)
 
@@ -176,8 +176,8 @@ def _distractor_shard(path: Path, corpus: Path, tracks: Sequence[dict], hours: f
     while total < hours * 3600:
         t = tracks[i % len(tracks)]
         i += 1
-        y = decode(corpus / t["path"], fp.sr, allow_silent=True)[::-1]
-        v = float(rng.uniform(0.8, 1.25))
+        y = _load(str(corpus / t["path"]))[::-1]
+        v = float(rng.uniform(0.8, 1.25)) * QUERY_SR / fp.sr  # to fp.sr and re-pitched at once
         y = soxr.resample(y, fp.sr * v, fp.sr, quality="LQ").astype(np.float32)
         h, n = fp.reference([y])
         items.append(IndexItem(key0 + i, h, 1 + n // int(fp.sr / fp.frame_rate)))
