@@ -391,10 +391,13 @@ class AudiolocateBaseline:
         if not self.is_available():
             raise BaselineUnavailable("pip install audiolocate")
         self._fp = importlib.import_module("audiolocate").AudioFingerprint(**self.params)
-        self._refs = {
-            rid: self._fp.fingerprint_audio(self._fp.load_audio(str(p)))[0]
-            for rid, p in ref_paths.items()
-        }
+        self._refs = {}
+        self.failed: dict[str, str] = {}
+        for rid, p in ref_paths.items():
+            try:  # its decoder refuses some files that FFmpeg itself reads: skip, and say so
+                self._refs[rid] = self._fp.fingerprint_audio(self._fp.load_audio(str(p)))[0]
+            except Exception as exc:
+                self.failed[rid] = f"{type(exc).__name__}: {exc}"
 
     def query(self, path: str) -> tuple[str | None, float]:
         if self._fp is None:

@@ -251,6 +251,8 @@ def _run(cfg: BenchConfig, cat_tracks: list[dict], non_tracks: list[dict], work:
     log(f"evaluation: {len(queries)} catalog queries, {len(nonq)} non-catalog queries")
     tick = progress("earmark", len(queries) + len(nonq)) if progress else None
     rows = run_earmark(ident, queries + nonq, key_to_id, tick)
+    # keep what is measured even if a later stage fails
+    (cfg.out / "rows-earmark.json").write_text(json.dumps([asdict(r) for r in rows]))
 
     base_rows: list[Row] = []
     if cfg.baselines:
@@ -297,8 +299,15 @@ def _run_baselines(cfg: BenchConfig, cat_tracks: list[dict], queries: Sequence[Q
     for b in available_baselines():
         log(f"baseline {b.name}: indexing {len(refs)} references")
         t0 = time.perf_counter()
-        b.build(refs, work / f"baseline-{b.name}")
+        try:
+            b.build(refs, work / f"baseline-{b.name}")
+        except Exception as exc:  # a baseline that cannot build is left out, not our run
+            log(f"baseline {b.name} failed to build and is left out: {exc}")
+            continue
         build_s = time.perf_counter() - t0
+        unread = getattr(b, "failed", {})
+        if unread:
+            log(f"baseline {b.name} could not read {len(unread)} references")
         tick = progress(b.name, len(chosen)) if progress else None
         for q, p in zip(chosen, paths, strict=True):
             t1 = time.perf_counter()
