@@ -258,13 +258,16 @@ def _drum_templates(sr: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         y = noise * np.exp(-t / tau)
         return y / np.max(np.abs(y))
 
+    # every piece has its own kit (drum machines differ), so pieces do not share drum peaks
     t = np.arange(round(0.25 * sr)) / sr
-    body = np.sin(2 * np.pi * np.cumsum(50.0 + 90.0 * np.exp(-t / 0.03)) / sr) * np.exp(-t / 0.08)
-    kick = body + 0.3 * burst(0.25, [150.0], "lowpass", 0.02)
+    k0, k1 = rng.uniform(40.0, 70.0), rng.uniform(60.0, 140.0)
+    body = np.sin(2 * np.pi * np.cumsum(k0 + k1 * np.exp(-t / 0.03)) / sr) * np.exp(-t / 0.08)
+    kick = body + 0.3 * burst(0.25, [rng.uniform(100.0, 250.0)], "lowpass", 0.02)
+    lo = rng.uniform(600.0, 1800.0)
     return {
         "kick": kick / np.max(np.abs(kick)),
-        "snare": burst(0.2, [1000.0, min(5000.0, 0.8 * nyq)], "bandpass", 0.05),
-        "hat": burst(0.06, [min(6000.0, 0.7 * nyq)], "highpass", 0.015),
+        "snare": burst(0.2, [lo, min(lo * rng.uniform(2.5, 5.0), 0.8 * nyq)], "bandpass", 0.05),
+        "hat": burst(0.06, [min(rng.uniform(3000.0, 7000.0), 0.7 * nyq)], "highpass", 0.015),
     }
 
 
