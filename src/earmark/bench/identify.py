@@ -81,14 +81,35 @@ class Row:
 def split_manifest(
     corpus: Path, seed: int, max_tracks: int | None
 ) -> tuple[list[dict], list[dict]]:
+    """Seeded 80/20 split of the manifest into catalog and non-catalog tracks.
+
+    Stems of one song (``<package>__<song>__guitar``, ``…__song``) stay on one side: a song's
+    guitar track in the catalog is a true match for the song, not a false positive.
+    """
     with open(corpus / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_group_of(r), []).append(r)
+    keys = sorted(groups)
     rng = np.random.default_rng(seed)
-    rows = [rows[i] for i in rng.permutation(len(rows))]
+    order = [r for i in rng.permutation(len(keys)) for r in groups[keys[i]]]
     if max_tracks:
-        rows = rows[:max_tracks]
-    n = round(0.8 * len(rows))
-    return rows[:n], rows[n:]
+        order = order[:max_tracks]
+    n = round(0.8 * len(order))
+    while 0 < n < len(order) and _group_of(order[n]) == _group_of(order[n - 1]):
+        n += 1  # split at a group boundary
+    return order[:n], order[n:]
+
+
+STEM_NAMES = {"song", "guitar", "rhythm", "drums", "bass", "vocals", "keys"}
+
+
+def _group_of(r: dict) -> str:
+    """The song a track belongs to: its folder when it is a stem, else itself."""
+    parts = r["id"].split("__")
+    stem = len(parts) >= 3 and parts[-1].lower() in STEM_NAMES
+    return "__".join(parts[:-1]) if stem else r["id"]
 
 
 @cache  # every track is decoded once (the full corpus: ~3 GB at 16 kHz)
