@@ -171,9 +171,10 @@ def run_earmark(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int
 
 
 def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int, str]
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Features of the best alignment of each query and whether it names the right track."""
-    X, y = [], []
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of the best alignment of each query, whether it names the right track, and
+    whether the query came from outside the catalog."""
+    X, y, outside = [], [], []
     sr = ident.fingerprinter.sr
     for q in queries:
         res = ident.identify(_to_8k(q, sr))
@@ -183,7 +184,8 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
         X.append(calibrate.features(top.score, res.ref_hits[top.ref_key],
                                     runner_up(top, res.raw)))
         y.append(1.0 if q.ref_id is not None and key_to_id.get(top.ref_key) == q.ref_id else 0.0)
-    return np.array(X), np.array(y)
+        outside.append(q.ref_id is None)
+    return np.array(X), np.array(y), np.array(outside, dtype=bool)
 
 
 def _distractor_shard(path: Path, corpus: Path, tracks: Sequence[dict], hours: float,
@@ -258,9 +260,14 @@ def _run(cfg: BenchConfig, cat_tracks: list[dict], non_tracks: list[dict], work:
     cal_q += make_queries(cfg.corpus, cal_non, [EDITS["clean"]], (3.0, 5.0, 10.0),
                           max(1, cfg.calibration_queries // 6), rng, False)
     log(f"calibration: {len(cal_q)} queries")
-    X, y = calibration_set(ident, cal_q, key_to_id)
+    X, y, outside = calibration_set(ident, cal_q, key_to_id)
     cal = calibrate.fit(X, y)
-    cal.fitted_on = f"earmark bench identify, seed {cfg.seed}, {len(y)} queries, {cfg.corpus}"
+    # the operating threshold: above (almost) every non-catalog query of the calibration pass
+    p_out = np.array([cal.probability_of(x) for x in X[outside]])
+    if p_out.size:
+        cal.threshold = float(max(0.5, min(0.99, np.quantile(p_out, 0.99))))
+    cal.fitted_on = (f"earmark bench identify, seed {cfg.seed}, {len(y)} queries, {cfg.corpus}; "
+                     f"threshold at the 99th percentile of {p_out.size} non-catalog queries")
     cal.save(cfg.out / "calibration.json")
     ident.calibration = cal
 

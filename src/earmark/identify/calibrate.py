@@ -51,7 +51,11 @@ class Calibration:
     fitted_on: str = "default"
 
     def probability(self, score: int, ref_hits: int, runner_up: int) -> float:
-        z = float(np.dot(self.weights, features(score, ref_hits, runner_up)) + self.bias)
+        return self.probability_of(features(score, ref_hits, runner_up))
+
+    def probability_of(self, x: np.ndarray) -> float:
+        """Probability for a row of :func:`features`."""
+        z = float(np.dot(self.weights, x) + self.bias)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
     def save(self, path: str | Path) -> None:
