@@ -76,6 +76,8 @@ def test_blocks_are_streamed_and_concatenate_to_the_whole(tmp_path: Path) -> Non
 def test_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(FileMissing):
         decode(tmp_path / "nope.mp3", 8000)
+    with pytest.raises(UnsupportedFormat, match="folder"):
+        decode(tmp_path, 8000)
     (tmp_path / "empty.mp3").write_bytes(b"")
     with pytest.raises(EmptyInput):
         decode(tmp_path / "empty.mp3", 8000)

@@ -20,6 +20,7 @@ from earmark.errors import (
     CorruptInput,
     EmptyInput,
     FileMissing,
+    InputError,
     InputTooLong,
     SilentInput,
     UnsupportedFormat,
@@ -44,8 +45,12 @@ class AudioInfo:
 
 def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
     p = Path(path)
+    if p.is_dir():
+        raise UnsupportedFormat(f"{os.fspath(path)!r} is a folder, not an audio file")
     if not p.is_file():
         raise FileMissing(f"no such file: {os.fspath(path)!r}")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"cannot read {p.name!r}: permission denied")
     if p.stat().st_size == 0:
         raise EmptyInput(f"file is empty (0 bytes): {os.fspath(path)!r}")
     try:

@@ -119,7 +119,7 @@ class SegmentIndex:
                         "new --db"
                     )
                 self._remove_orphans()
-            self._reload()
+                self._reload()  # under the lock: no merge can unlink a segment meanwhile
         except BaseException:
             self._db.close()
             self._lockf.close()
@@ -240,10 +240,15 @@ class SegmentIndex:
     def remove(self, ref_keys: Sequence[int]) -> int:
         with self._write_lock():
             self._db.execute("BEGIN IMMEDIATE")
-            n = 0
-            for key in ref_keys:
-                n += self._db.execute("DELETE FROM refs WHERE ref_key=?", (int(key),)).rowcount
-            self._db.execute("COMMIT")
+            try:
+                n = 0
+                for key in ref_keys:
+                    n += self._db.execute("DELETE FROM refs WHERE ref_key=?",
+                                          (int(key),)).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._reload()
             dead = [s.id for s in self._segments.values()
                     if len(s.keys) and self._live_entries(s.id) < 0.7 * len(s.keys)]
