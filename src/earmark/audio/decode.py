@@ -124,6 +124,13 @@ def iter_blocks(
         in_rate = stream.codec_context.sample_rate
         if not in_rate:
             raise CorruptInput(f"{name!r}: audio stream has no sample rate")
+        declared = container.duration / av.time_base if container.duration else None
+        if max_seconds is not None and declared is not None and declared > max_seconds * 1.01:
+            # refuse at once what the container says is too long (decoding still checks)
+            raise InputTooLong(
+                f"{name!r} lasts {declared:.0f} s, over the limit of {max_seconds:.0f} s "
+                "(raise it with --max-seconds)"
+            )
         mixer = av.AudioResampler(format="flt", layout="mono", rate=in_rate)
         rs = soxr.ResampleStream(in_rate, sr, 1, dtype="float32", quality="HQ")
         block_n = max(1, int(block_s * sr))
