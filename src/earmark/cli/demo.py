@@ -48,6 +48,8 @@ def demo(
     err.print(f"catalog: {len(cat_rows)} tracks of {corpus} (the other {len(non_rows)} stay "
               "out of it)")
     t0 = time.monotonic()
+    # a fresh catalog each run: one left from another split would hold "non-catalog" music
+    shutil.rmtree(out / "earmark-data", ignore_errors=True)
     with user_errors(), open_catalog(home=out / "earmark-data", write=True) as cat:
         with Progress(TextColumn("adding"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=err, transient=True) as bar:
