@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark's own logic: the split, the interval, the reliability table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from earmark.bench.identify import split_manifest
+from earmark.bench.report import reliability, wilson
+
+
+def _manifest(tmp_path: Path, ids: list[str]) -> Path:
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "package", "duration_s", "sha256", "license"])
+        for i in ids:
+            w.writerow([i, f"tracks/{i}.ogg", i.split("__")[0], "60", "0", "x"])
+    return tmp_path
+
+
+def test_split_is_seeded_80_20_and_keeps_stems_together(tmp_path: Path) -> None:
+    ids = [f"pkg__music__t{i:02d}" for i in range(40)]
+    ids += [f"fof__Song{i}__{s}" for i in range(5) for s in ("song", "guitar", "rhythm")]
+    corpus = _manifest(tmp_path, ids)
+    for seed in range(6):
+        cat, non = split_manifest(corpus, seed, None)
+        assert len(cat) + len(non) == len(ids)
+        assert {r["id"] for r in cat}.isdisjoint({r["id"] for r in non})
+        assert 0.75 <= len(cat) / len(ids) <= 0.85
+        for song in range(5):
+            sides = {any(r["id"].startswith(f"fof__Song{song}__") for r in part)
+                     for part in (cat, non)}
+            assert sides == {True, False}  # all stems of a song on exactly one side
+    a = split_manifest(corpus, 3, None)
+    b = split_manifest(corpus, 3, None)
+    assert [r["id"] for r in a[0]] == [r["id"] for r in b[0]]
+
+
+def test_wilson_interval_contains_the_proportion() -> None:
+    for k, n in [(0, 10), (5, 10), (10, 10), (97, 100)]:
+        lo, hi = wilson(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert wilson(97, 100)[0] > wilson(9, 10)[0] - 0.2  # narrower with more queries
+
+
+def test_reliability_of_a_perfectly_calibrated_set_is_near_zero() -> None:
+    rows = []
+    for conf, right, n in [(0.95, 19, 20), (0.55, 11, 20)]:
+        for i in range(n):
+            rows.append({"matcher": "earmark", "status": "match", "correct": i < right,
+                         "extra": {"confidence": conf}})
+    err, table = reliability(rows)
+    assert err < 0.01
+    assert [t["n"] for t in table] == [20, 20]
