@@ -172,6 +172,8 @@ def cut_query(
         return None
     start = int(rng.integers(0, int(y.size - need * sr) + 1))
     seg = y[start: start + int(need * sr)]
+    if float(np.sqrt(np.mean(seg**2))) < 1e-3:
+        return None  # a silent stretch (an intro, a gap): nothing to identify
     out = apply(edit, seg, sr, rng)[: round(length_s * sr)]
     if out.size < int(length_s * sr) * 0.98:
         return None
