@@ -129,8 +129,11 @@ def make_queries(
             while got < n and tries < 5 * n:
                 tries += 1
                 t = tracks[int(rng.integers(0, len(tracks)))]
-                q = cut_query(_load(str(corpus / t["path"])), QUERY_SR, e, length, rng,
-                              t["id"] if catalog else None)
+                try:
+                    q = cut_query(_load(str(corpus / t["path"])), QUERY_SR, e, length, rng,
+                                  t["id"] if catalog else None)
+                except ValueError:  # an edit refused this excerpt (e.g. silence): draw again
+                    continue
                 if q is not None and float(np.sqrt(np.mean(q.audio**2))) > 1e-3:
                     q.extra["source"] = t["id"]
                     out.append(q)
