@@ -55,9 +55,6 @@ class Peaks:
         z = np.zeros(0, np.float32)
         return Peaks(z, z.copy(), z.copy())
 
-    def shifted(self, dt: float) -> Peaks:
-        return Peaks(self.t + np.float32(dt), self.f, self.s)
-
     @staticmethod
     def concat(parts: list[Peaks]) -> Peaks:
         if not parts:

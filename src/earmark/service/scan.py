@@ -31,16 +31,9 @@ OFFSET_TOL_MS = 200  #: reference offset difference under which two window match
 _REASON_ORDER = ("no_candidate", "too_little_signal", "too_short")
 
 
-class SegmentOut(BaseModel):
-    """A stretch of the input that plays a stretch of the reference."""
-
-    query_start_ms: int
-    query_end_ms: int
-    ref_start_ms: int
-    ref_end_ms: int
-    speed_ratio: float
-    pitch_semitones: float
-    tempo_ratio: float
+#: a stretch of the input that plays a stretch of the reference (the identifier's own record;
+#: pydantic validates and serialises the dataclass as it is)
+SegmentOut = SegmentMatch
 
 
 class MatchOut(BaseModel):
@@ -240,7 +233,7 @@ def _scan(catalog: Catalog, path: str | os.PathLike[str],
             confidence=round(max(c.confidence for c in cs), 4),
             query_match_ms=q_ms, query_match_pct=_pct(q_ms, duration_ms),
             ref_match_ms=r_ms, ref_match_pct=_pct(r_ms, ref.duration_ms),
-            segments=[SegmentOut(**s.__dict__) for s in segs],
+            segments=segs,
         ))
     matches.sort(key=lambda m: (-m.confidence, -m.query_match_ms))
     if matches:
