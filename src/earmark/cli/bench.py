@@ -63,3 +63,43 @@ def identify(
     err.print(f"pooled core top-1 at 5 s: {s['pooled_core_5s']:.3f}; false positives "
               f"{s['fp_rate']:.3f}; 5 s query p50 {s['latency_p50_ms']:.1f} ms")
     err.print(f"report: {out / 'report.md'}")
+
+
+@app.command("synthetic")
+def synthetic(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder with manifest.csv "
+                                "(real, human-made music)."),
+    out: Path = typer.Option(Path("bench-out/synthetic"), "--out", help="Where the report goes."),
+    seed: int = typer.Option(0, help="Seed of the split, the excerpts and the proxies."),
+    train_steps: int = typer.Option(400, help="Training steps of the 'trained' proxies."),
+    per_family: int = typer.Option(16, help="30 s test excerpts per proxy."),
+    max_tracks: int = typer.Option(0, help="Use only this many corpus tracks (0: all)."),
+    save_calibration: bool = typer.Option(
+        False, help="Also write the fitted calibration into the package (developers)."),
+) -> None:
+    """AI-detection benchmark on locally built PROXY generators (needs the bench extra)."""
+    from earmark.bench.synthetic import SynthConfig, run
+
+    if not (corpus / "manifest.csv").is_file():
+        err.print(f"[red]error:[/] {corpus}/manifest.csv not found — build a corpus with "
+                  "shared/corpus/fetch-dev-corpus --full --dest DIR")
+        raise typer.Exit(2)
+    cfg = SynthConfig(corpus=corpus, out=out, seed=seed, train_steps=train_steps,
+                      per_family=per_family, max_tracks=max_tracks or None)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err) as bar:
+        def progress(name: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(name, total=total)
+            return lambda n: bar.advance(task, n)
+
+        result = run(cfg, log=lambda m: bar.console.print(m), progress=progress)
+    if save_calibration:
+        import shutil
+
+        import earmark.detect as pkg
+
+        shutil.copy(out / "residue.json", Path(pkg.__file__).parent / "residue.json")
+    real = result["real"]
+    err.print(f"real music labelled ai: {real['ai_label_rate_5s']:.4f} of 5 s segments; "
+              f"speed {result['speed']['score_x_realtime_per_core']:.0f}× realtime per core")
+    err.print(f"report: {out / 'report.md'} (PROXY generators, not commercial ones)")
