@@ -64,3 +64,9 @@ class ManifestError(CatalogError):
 
 class IndexCorrupt(CatalogError):
     code = "index_corrupt"
+
+
+class UnknownDetector(EarmarkError):
+    """No detector or model of that name."""
+
+    code = "unknown_detector"

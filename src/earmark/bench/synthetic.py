@@ -135,9 +135,9 @@ def _split(rows: list[dict], seed: int, n_train: int) -> tuple[list[dict], list[
 def _excerpt(y: np.ndarray, rng: np.random.Generator, seconds: float = 30.0) -> np.ndarray:
     n = int(seconds * SR)
     if y.size <= n:
-        return y
+        return y.copy()
     s0 = int(rng.integers(0, y.size - n))
-    return y[s0:s0 + n]
+    return y[s0:s0 + n].copy()  # a copy: a view would keep the whole track in memory
 
 
 def run(cfg: SynthConfig, log: Callable[[str], None] = print,

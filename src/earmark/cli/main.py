@@ -8,17 +8,22 @@ import typer
 from earmark import __version__
 from earmark.cli import catalog as _catalog
 from earmark.cli import demo as _demo
+from earmark.cli import detect as _detect
+from earmark.cli import models as _models
 from earmark.cli import scan as _scan
 
 app = typer.Typer(
     name="earmark",
-    help="On-premise music identification: build a catalog, scan uploads against it.",
+    help="On-premise music moderation: identify catalog music in uploads, detect AI music.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(_catalog.app, name="catalog")
 app.command("scan")(_scan.scan)
+app.command("detect")(_detect.detect)
+app.command("train")(_models.train)
+app.add_typer(_models.app, name="models")
 app.command("demo")(_demo.demo)
 
 try:  # written separately; the CLI works without it

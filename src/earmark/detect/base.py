@@ -16,6 +16,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from earmark.errors import UnknownDetector
+
 Label = Literal["ai", "human", "uncertain"]
 
 #: probabilities at or above this are labelled ``ai`` (the operating point of the benchmark)
@@ -114,8 +116,13 @@ def register(name: str, factory: Callable[[], Detector]) -> None:
     _BUILTIN[name] = factory
 
 
+def _builtins() -> None:
+    import earmark.detect.residue  # noqa: F401 - registers "residue"
+
+
 def available() -> list[str]:
     """Names of the detectors that can be asked for."""
+    _builtins()
     names = set(_BUILTIN)
     names.update(ep.name for ep in entry_points(group="earmark.detectors"))
     return sorted(names)
@@ -123,11 +130,10 @@ def available() -> list[str]:
 
 def get_detector(name: str = "residue") -> Detector:
     """A detector by name (``residue``, the default; ``model`` for the active trained model)."""
-    from earmark.errors import EarmarkError
-
+    _builtins()
     if name not in _BUILTIN:
         for ep in entry_points(group="earmark.detectors"):
             if ep.name == name:
                 return ep.load()()  # type: ignore[no-any-return]
-        raise EarmarkError(f"unknown detector {name!r}; available: {', '.join(available())}")
+        raise UnknownDetector(f"unknown detector {name!r}; available: {', '.join(available())}")
     return _BUILTIN[name]()

@@ -240,6 +240,44 @@ def grid_activity(y: np.ndarray, grid_hz: float, params: ResidueParams | None = 
     return t_ms, strength
 
 
+def spans_of(t_ms: np.ndarray, strength: np.ndarray, scores: SegmentScores, *,
+             threshold: float, min_span_ms: int = 1000, hop_ms: float = 1000.0 * 8192 / SR
+             ) -> list[tuple[int, int]]:
+    """AI spans (ms) from a frame-level grid strength (see :func:`localise`)."""
+    prob = np.nan_to_num(scores.probability, nan=0.0)
+    if strength.size == 0 or prob.size == 0 or prob.max() < threshold:
+        return []
+    c = ndi.median_filter(strength, 5, mode="nearest")
+    ai_seg = prob >= threshold
+    inside = np.zeros(c.size, bool)
+    for s, e in zip(scores.start_ms[ai_seg], scores.end_ms[ai_seg], strict=True):
+        inside |= (t_ms >= s) & (t_ms < e)
+    level = float(np.median(c[inside])) if inside.any() else float(c.max())
+    base = float(np.median(c[~inside])) if (~inside).sum() >= 3 else 2.0
+    on = c > 0.5 * (level + base)
+    spans: list[tuple[int, int]] = []
+    half = hop_ms / 2
+    i = 0
+    while i < on.size:
+        if not on[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < on.size and on[j + 1]:
+            j += 1
+        s, e = int(max(0.0, t_ms[i] - half)), int(t_ms[j] + half)
+        if e - s >= min_span_ms:
+            spans.append((s, e))
+        i = j + 1
+    return spans
+
+
+def best_grid(scores: SegmentScores) -> float:
+    """Grid spacing of the most AI-like segment, Hz (NaN when nothing was scored)."""
+    raw = np.nan_to_num(scores.raw, nan=-1.0)
+    return float(scores.grid_hz[int(np.argmax(raw))]) if raw.size and raw.max() > 0 else math.nan
+
+
 def localise(y: np.ndarray, scores: SegmentScores, *, threshold: float = 0.9,
              min_span_ms: int = 1000, params: ResidueParams | None = None
              ) -> list[tuple[int, int]]:
@@ -251,33 +289,28 @@ def localise(y: np.ndarray, scores: SegmentScores, *, threshold: float = 0.9,
     level of no grid, when all are AI) are AI. Empty when no segment reaches ``threshold``.
     """
     p = params or ResidueParams()
-    prob = np.nan_to_num(scores.probability, nan=0.0)
-    if prob.size == 0 or prob.max() < threshold:
-        return []
-    best = int(np.argmax(np.nan_to_num(scores.raw, nan=0.0)))
-    t_ms, c = grid_activity(y, float(scores.grid_hz[best]), p)
-    if c.size == 0:
-        return []
-    c = ndi.median_filter(c, 5, mode="nearest")
-    ai_seg = prob >= threshold
-    inside = np.zeros(c.size, bool)
-    for s, e in zip(scores.start_ms[ai_seg], scores.end_ms[ai_seg], strict=True):
-        inside |= (t_ms >= s) & (t_ms < e)
-    level = float(np.median(c[inside])) if inside.any() else float(c.max())
-    base = float(np.median(c[~inside])) if (~inside).sum() >= 3 else 2.0
-    on = c > 0.5 * (level + base)
-    spans: list[tuple[int, int]] = []
-    half = p.hop * 500.0 / SR
-    i = 0
-    while i < on.size:
-        if on[i]:
-            j = i
-            while j + 1 < on.size and on[j + 1]:
-                j += 1
-            s, e = int(max(0.0, t_ms[i] - half)), int(t_ms[j] + half)
-            if e - s >= min_span_ms:
-                spans.append((s, e))
-            i = j + 1
-        else:
-            i += 1
-    return spans
+    t_ms, c = grid_activity(y, best_grid(scores), p)
+    return spans_of(t_ms, c, scores, threshold=threshold, min_span_ms=min_span_ms,
+                    hop_ms=p.hop * 1000.0 / SR)
+
+
+#: grids of known decoder layouts: spacing (Hz) → description (for the ``family`` field)
+KNOWN_GRIDS: tuple[tuple[float, str], ...] = (
+    (44100 / 512, "44.1 kHz ÷ 512 (strides such as 2·4·8·8) or 22.05 kHz ÷ 256"),
+    (32000 / 640, "32 kHz ÷ 640 (strides such as 8·5·4·4)"),
+    (24000 / 320, "24 kHz ÷ 320 (strides such as 8·5·4·2)"),
+    (24000 / 256, "24 kHz ÷ 256 (e.g. an inverse-STFT head, hop 256) or 48 kHz ÷ 512"),
+    (48000 / 480, "48 kHz ÷ 480"),
+    (16000 / 320, "16 kHz ÷ 320 (strides such as 8·5·4·2)"),
+)
+
+
+def grid_family(grid_hz: float, tol: float = 0.01) -> str:
+    """A readable name for a grid: the known layout it matches, else its spacing."""
+    if not math.isfinite(grid_hz):
+        return "unknown"
+    for k in (1, 2, 3, 4):  # the strongest periodicity may be a multiple of the grid
+        for hz, name in KNOWN_GRIDS:
+            if abs(grid_hz / (k * hz) - 1) <= tol:
+                return f"decoder grid {hz:.1f} Hz: {name}"
+    return f"decoder grid {grid_hz:.1f} Hz (unknown layout, or resampled / pitch-shifted)"
