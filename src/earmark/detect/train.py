@@ -193,9 +193,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> ModelCard:
 
 
 def _export(torch, net, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import warnings  # noqa: PLC0415
+
     dummy = torch.zeros(1, 1, N_BINS, SLICE_FRAMES)
-    torch.onnx.export(net, (dummy,), str(path), input_names=["slices"], output_names=["logit"],
-                      dynamic_axes={"slices": {0: "n"}, "logit": {0: "n"}}, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript: keep it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (dummy,), str(path), input_names=["slices"],
+                          output_names=["logit"], dynamic_axes={"slices": {0: "n"},
+                                                                "logit": {0: "n"}},
+                          dynamo=False)
 
 
 def _ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
