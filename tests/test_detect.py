@@ -54,7 +54,7 @@ def test_residue_is_a_registered_detector() -> None:
     assert isinstance(d, Detector)
     assert d.name == "residue" and d.version
     assert "residue" in available()
-    with pytest.raises(UnknownDetector, match="available: .*residue"):
+    with pytest.raises(UnknownDetector, match=r"available: .*residue"):
         get_detector("no-such-detector")
 
 
@@ -115,7 +115,7 @@ def test_a_grid_moved_by_resampling_is_still_found(ratio: float) -> None:
     d = ResidueDetector()
     y = random_decoder(song(4, 12.0), SR, seed=2)
     base = d.score(y, SR, segment_ms=12000)
-    moved = d.score(y, int(round(SR * ratio)), segment_ms=int(12000 / ratio))
+    moved = d.score(y, round(SR * ratio), segment_ms=int(12000 / ratio))
     assert moved.probability[0] >= AI_THRESHOLD
     assert moved.grid_hz[0] == pytest.approx(base.grid_hz[0] * ratio, rel=0.01)
 
@@ -229,7 +229,7 @@ def test_detect_table_plot_segment_ms_and_exit_codes(tmp_path: Path,
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, lines, _ = run("--json", "--segment-ms", "2000", f)
     assert [s["end_ms"] - s["start_ms"] for s in lines[0]["segments"]] == [2000] * 4
-    code, lines, err = run("--json", tmp_path / "nothing.wav")
+    code, lines, _err = run("--json", tmp_path / "nothing.wav")
     assert code == 1 and lines[0]["status"] == "error"
     res = CliRunner().invoke(app, ["detect", "--detector", "nope", str(f)])
     assert res.exit_code == 2 and "unknown_detector" in res.stderr

@@ -94,3 +94,40 @@ def make_excerpts(corpus: Path, cat: list[dict[str, Any]], non: list[dict[str, A
         _write(out / name, seg, SR)
         made.append(Excerpt(name, f"not in catalog ({rid})", []))
     return made
+
+
+def make_ai_excerpts(corpus: Path, rows: list[dict[str, Any]], out: Path, seed: int = 0
+                     ) -> list[Excerpt]:
+    """Write the AI-detection part of the demo: real clips, clips re-synthesised through
+    random-weight decoders (NumPy stand-ins of neural codecs, see
+    :mod:`earmark.audio.decoders`; proxies, not commercial generators) and a partly-AI clip.
+    ``expect`` holds the label a person should expect; ``truth`` says what was done."""
+    from earmark.audio.decoders import random_decoder  # noqa: PLC0415
+
+    sr = 44100
+    rng = np.random.default_rng(seed + 1)
+    out.mkdir(parents=True, exist_ok=True)
+    picks = [rows[int(i)] for i in rng.choice(len(rows), 3, replace=False)]
+    clips = []
+    for r in picks:
+        y = decode(corpus / r["path"], sr, allow_silent=True)
+        s0 = int(rng.uniform(0, max(1, y.size - 31 * sr)))
+        clips.append((r["id"], y[s0:s0 + 30 * sr]))
+    made: list[Excerpt] = []
+    (a, ya), (b, yb), (c, yc) = clips
+    _write(out / "01 real music.flac", ya, sr)
+    made.append(Excerpt("01 real music.flac", f"{a}, untouched", ["human"]))
+    _write(out / "02 real music, MP3 48 kbps.mp3", yb, sr)
+    made.append(Excerpt("02 real music, MP3 48 kbps.mp3", f"{b}, re-encoded", ["human"]))
+    ai = random_decoder(yc, sr, gen_sr=44100, strides=(2, 4, 8, 8), seed=seed)
+    _write(out / "03 decoder 44.1 kHz ÷ 512.flac", 0.5 * ai, sr)
+    made.append(Excerpt("03 decoder 44.1 kHz ÷ 512.flac",
+                        f"{c} through a random transposed-conv decoder (proxy)", ["ai"]))
+    part = ya.copy()
+    s, e = 10 * sr, 20 * sr
+    fake = random_decoder(ya, sr, gen_sr=32000, strides=(8, 5, 4, 4), seed=seed + 1)[s:e]
+    part[s:e] = fake * np.sqrt(np.mean(ya[s:e] ** 2) / max(float(np.mean(fake ** 2)), 1e-12))
+    _write(out / "04 partly AI (10–20 s).flac", part, sr)
+    made.append(Excerpt("04 partly AI (10–20 s).flac",
+                        f"{a} with 0:10–0:20 re-synthesised (32 kHz ÷ 640 proxy)", ["ai"]))
+    return made

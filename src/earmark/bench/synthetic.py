@@ -32,7 +32,13 @@ from earmark.audio import effects
 from earmark.audio.decode import decode
 from earmark.bench.identify import _cpu, _group_of
 from earmark.detect.base import AI_THRESHOLD
-from earmark.detect.residue import SR, ResidueCalibration, ResidueDetector, localise
+from earmark.detect.residue import (
+    SR,
+    ResidueCalibration,
+    ResidueDetector,
+    calibration_features,
+    localise,
+)
 from earmark.identify.calibrate import fit as fit_logistic
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -175,18 +181,19 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
     }
 
     # -- real music: calibration side (excerpts) and test side (whole tracks) ---------------
+    # every score is kept as (raw, grid_hz) pairs: the calibration uses both
     tick = bar("real music", len(cal) + len(test))
-    real_cal5: list[float] = []
-    real_test: dict[str, list[float]] = {"5": [], "10": []}
-    by_pkg: dict[str, list[float]] = {}
-    track_max: list[float] = []
+    real_cal5: list[np.ndarray] = []
+    real_test: dict[str, list[np.ndarray]] = {"5": [], "10": []}
+    by_pkg: dict[str, list[np.ndarray]] = {}
+    per_track: list[np.ndarray] = []
     real_ex_cal: list[np.ndarray] = []
     real_ex_test: list[np.ndarray] = []
     t_score = 0.0
     n_scored = 0.0
     for r in cal:
         y = load(r)
-        real_cal5 += list(det.score(y, SR).raw)
+        real_cal5.append(_rg(det.score(y, SR)))
         real_ex_cal.append(_excerpt(y, rng))
         audio.pop(r["id"], None)
         tick(1)
@@ -196,16 +203,16 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
         s5 = det.score(y, SR)
         t_score += time.perf_counter() - t0
         n_scored += y.size / SR
-        real_test["5"] += list(s5.raw)
-        real_test["10"] += list(det.score(y, SR, segment_ms=10000).raw)
-        by_pkg.setdefault(r["package"], []).extend(s5.raw)
-        track_max.append(float(np.nanmax(s5.raw)) if np.isfinite(s5.raw).any() else np.nan)
+        real_test["5"].append(_rg(s5))
+        real_test["10"].append(_rg(det.score(y, SR, segment_ms=10000)))
+        by_pkg.setdefault(r["package"], []).append(_rg(s5))
+        per_track.append(_rg(s5))
         real_ex_test.append(_excerpt(y, rng))
         audio.pop(r["id"], None)
         tick(1)
-    thr_raw = float(np.quantile(_finite(real_cal5), 0.99))
-    log(f"real: {len(_finite(real_test['5']))} test segments of 5 s; threshold at 1 % FP on the "
-        f"calibration side: raw {thr_raw:.2f}")
+    rc5 = _cat(real_cal5)
+    neg5, neg10 = _cat(real_test["5"]), _cat(real_test["10"])
+    log(f"real: {neg5.shape[0]} test segments of 5 s, {rc5.shape[0]} calibration segments")
 
     # -- proxies -------------------------------------------------------------------------
     train_audio = [load(r)[: 60 * SR] for r in train]
@@ -219,125 +226,112 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
     tick = bar("proxy excerpts", len(proxies) * n_ex)
     lengths = (1000, 2000, 5000, 10000, 30000)
     ai: dict[str, dict[str, Any]] = {}
-    t_gen = 0.0
     for p in proxies:
         src_test = [real_ex_test[i] for i in rng.choice(len(real_ex_test), cfg.per_family)]
         src_cal = [real_ex_cal[i] for i in rng.choice(len(real_ex_cal), cfg.cal_per_family)]
         rec: dict[str, Any] = {"family": p.family.name, "grid_hz": p.family.grid_hz,
                                "trained": bool(p.trained_steps), "cal": [],
-                               "test": {str(L): [] for L in lengths}, "grid_found": [],
-                               "excerpts": []}
+                               "test": {str(L): [] for L in lengths}, "excerpts": []}
         for x in src_cal:
-            rec["cal"] += list(det.score(p.generate(x), SR).raw)
+            rec["cal"].append(_rg(det.score(p.generate(x), SR)))
             tick(1)
         for x in src_test:
-            t0 = time.perf_counter()
             g = p.generate(x)
-            t_gen += time.perf_counter() - t0
             for L in lengths:
-                s = det.score(g, SR, segment_ms=L)
-                rec["test"][str(L)] += list(s.raw)
-                if L == 5000:
-                    rec["grid_found"] += list(s.grid_hz)
+                rec["test"][str(L)].append(_rg(det.score(g, SR, segment_ms=L)))
             rec["excerpts"].append(g)
             tick(1)
+        rec["cal"] = _cat(rec["cal"])
+        rec["test"] = {k: _cat(v) for k, v in rec["test"].items()}
         ai[p.name] = rec
 
     # real excerpts at every length (the negatives of the length table)
-    real_len = {str(L): [v for x in real_ex_test for v in det.score(x, SR, segment_ms=L).raw]
+    real_len = {str(L): _cat([_rg(det.score(x, SR, segment_ms=L)) for x in real_ex_test])
                 for L in lengths}
 
-    # -- leave-one-family-out -----------------------------------------------------------
+    def fit_cal(exclude: str | None = None, note: str = "") -> ResidueCalibration:
+        pos = [rec["cal"] for rec in ai.values() if rec["family"] != exclude]
+        X = np.concatenate([_feat(rc5)] + [_feat(v) for v in pos])
+        y = np.concatenate([np.zeros(rc5.shape[0])] + [np.ones(v.shape[0]) for v in pos])
+        c = fit_logistic(X, y)
+        return ResidueCalibration(weights=list(c.weights), bias=c.bias, fitted_on=note)
+
+    # -- leave-one-family-out: calibration without the family, threshold from real only ----
     fams = sorted({rec["family"] for rec in ai.values()})
     lofo: list[dict[str, Any]] = []
-    neg10 = _finite(real_test["10"])
-    neg5 = _finite(real_test["5"])
     for fam in fams:
-        X = [np.log(np.maximum(_finite(real_cal5), 1e-9))]
-        y = [np.zeros(len(X[0]))]
-        for rec in ai.values():
-            if rec["family"] != fam:
-                v = np.log(np.maximum(_finite(rec["cal"]), 1e-9))
-                X.append(v)
-                y.append(np.ones(v.size))
-        c = fit_logistic(np.concatenate(X)[:, None], np.concatenate(y))
-        cal_f = ResidueCalibration(weight=c.weights[0], bias=c.bias)
+        cal_f = fit_cal(exclude=fam)
+        thr = float(np.quantile(_z(cal_f, rc5), 0.99))
         for name, rec in ai.items():
             if rec["family"] != fam:
                 continue
-            pos10 = _finite(rec["test"]["10000"])
-            pos5 = _finite(rec["test"]["5000"])
+            pos10, pos5 = rec["test"]["10000"], rec["test"]["5000"]
             lofo.append({
                 "proxy": name, "family": fam, "trained": rec["trained"],
-                "auc_10s": auc(pos10, neg10), "tpr_at_1pct_10s": float((pos10 > thr_raw).mean()),
-                "auc_5s": auc(pos5, neg5), "tpr_at_1pct_5s": float((pos5 > thr_raw).mean()),
-                "ai_label_rate_5s": float((cal_f.probability(pos5) >= AI_THRESHOLD).mean()),
-                "n_segments_10s": int(pos10.size),
+                "auc_10s": auc(_z(cal_f, pos10), _z(cal_f, neg10)),
+                "tpr_at_1pct_10s": float((_z(cal_f, pos10) > thr).mean()),
+                "auc_5s": auc(_z(cal_f, pos5), _z(cal_f, neg5)),
+                "tpr_at_1pct_5s": float((_z(cal_f, pos5) > thr).mean()),
+                "ai_label_rate_5s": float((_p(cal_f, pos5) >= AI_THRESHOLD).mean()),
+                "n_segments_10s": int(pos10.shape[0]),
             })
-    result["threshold_raw_1pct"] = thr_raw
     result["lofo"] = lofo
 
     # -- the shipped calibration: every family + real calibration side ---------------------
-    X = [np.log(np.maximum(_finite(real_cal5), 1e-9))]
-    y = [np.zeros(len(X[0]))]
-    for rec in ai.values():
-        v = np.log(np.maximum(_finite(rec["cal"]), 1e-9))
-        X.append(v)
-        y.append(np.ones(v.size))
-    c = fit_logistic(np.concatenate(X)[:, None], np.concatenate(y))
-    final = ResidueCalibration(weight=c.weights[0], bias=c.bias,
-                               fitted_on=f"earmark bench synthetic, seed {cfg.seed}, "
-                               f"{time.strftime('%Y-%m-%d')}")
+    final = fit_cal(note=f"earmark bench synthetic, seed {cfg.seed}, {time.strftime('%Y-%m-%d')}")
     final.save(cfg.out / "residue.json")
     result["calibration"] = asdict(final)
+    thr_final = float(np.quantile(_z(final, rc5), 0.99))
+    result["threshold_logit_1pct"] = thr_final
 
-    def fp_rate(raw: Sequence[float] | np.ndarray) -> float:
-        v = _finite(raw)
-        return float((final.probability(v) >= AI_THRESHOLD).mean()) if v.size else float("nan")
+    def fp_rate(pairs: np.ndarray) -> float:
+        return float((_p(final, pairs) >= AI_THRESHOLD).mean()) if pairs.size else float("nan")
 
+    track_p = np.array([_p(final, t).max() if t.shape[0] else 0.0 for t in per_track])
     result["real"] = {
-        "segments_5s": int(neg5.size), "tracks": len(test),
+        "segments_5s": int(neg5.shape[0]), "tracks": len(test),
         "ai_label_rate_5s": fp_rate(neg5), "ai_label_rate_10s": fp_rate(neg10),
-        "track_level_ai_rate": fp_rate(track_max),
-        "by_package": {k: {"segments": int(_finite(v).size), "ai_label_rate": fp_rate(v)}
+        "track_level_ai_rate": float((track_p >= AI_THRESHOLD).mean()),
+        "by_package": {k: {"segments": int(_cat(v).shape[0]), "ai_label_rate": fp_rate(_cat(v))}
                        for k, v in sorted(by_pkg.items())},
     }
 
     # -- segment lengths ------------------------------------------------------------------
     result["lengths"] = []
     for L in lengths:
-        neg = _finite(real_len[str(L)])
-        pos_tr = _finite([v for rec in ai.values() if rec["trained"]
-                          for v in rec["test"][str(L)]])
-        pos_all = _finite([v for rec in ai.values() for v in rec["test"][str(L)]])
-        thr_L = float(np.quantile(neg, 0.99)) if neg.size else float("nan")
+        neg = real_len[str(L)]
+        pos_tr = _cat([rec["test"][str(L)] for rec in ai.values() if rec["trained"]])
+        pos_all = _cat([rec["test"][str(L)] for rec in ai.values()])
+        thr_L = float(np.quantile(_z(final, neg), 0.99)) if neg.size else float("nan")
         result["lengths"].append({
-            "segment_s": L / 1000, "auc_trained": auc(pos_tr, neg), "auc_all": auc(pos_all, neg),
-            "tpr_at_1pct_trained": float((pos_tr > thr_L).mean()) if pos_tr.size else None,
-            "real_ai_label_rate": fp_rate(neg), "n_real": int(neg.size),
+            "segment_s": L / 1000,
+            "auc_trained": auc(_z(final, pos_tr), _z(final, neg)),
+            "auc_all": auc(_z(final, pos_all), _z(final, neg)),
+            "tpr_at_1pct_trained": float((_z(final, pos_tr) > thr_L).mean()),
+            "ai_label_rate_trained": fp_rate(pos_tr),
+            "real_ai_label_rate": fp_rate(neg), "n_real": int(neg.shape[0]),
         })
 
     # -- robustness -----------------------------------------------------------------------
     trained = [rec for rec in ai.values() if rec["trained"]]
-    rob_ai = [(rec["family"], g) for rec in trained
-              for g in rec["excerpts"][: cfg.robust_per_family]]
+    rob_ai = [g for rec in trained for g in rec["excerpts"][: cfg.robust_per_family]]
     rob_real = real_ex_test[: cfg.robust_real]
-    tick = bar("robustness edits", len(EDITS) * (len(rob_ai) + len(rob_real)))
+    tick = bar("robustness edits", (len(EDITS) + 1) * (len(rob_ai) + len(rob_real)))
     result["robustness"] = []
     for name, steps in {"none": [], **EDITS}.items():
-        pos: list[float] = []
-        neg_e: list[float] = []
-        for _, g in rob_ai:
-            pos += list(det.score(_apply(g, steps), SR, segment_ms=10000).raw)
+        pos_l, neg_l = [], []
+        for g in rob_ai:
+            pos_l.append(_rg(det.score(_apply(g, steps), SR, segment_ms=10000)))
             tick(1)
         for x in rob_real:
-            neg_e += list(det.score(_apply(x, steps), SR, segment_ms=10000).raw)
+            neg_l.append(_rg(det.score(_apply(x, steps), SR, segment_ms=10000)))
             tick(1)
-        pv, nv = _finite(pos), _finite(neg_e)
+        pv, nv = _cat(pos_l), _cat(neg_l)
         result["robustness"].append({
-            "edit": name, "auc_10s": auc(pv, nv),
-            "tpr_at_1pct_10s": float((pv > thr_raw).mean()) if pv.size else None,
-            "real_over_threshold_10s": float((nv > thr_raw).mean()) if nv.size else None,
+            "edit": name, "auc_10s": auc(_z(final, pv), _z(final, nv)),
+            "tpr_at_1pct_10s": float((_z(final, pv) > thr_final).mean()),
+            "ai_label_rate_10s": fp_rate(pv),
+            "real_over_threshold_10s": float((_z(final, nv) > thr_final).mean()),
             "real_ai_label_rate_10s": fp_rate(nv),
         })
 
@@ -376,13 +370,13 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
                 n = min(x.size, g.size)
                 gg = g[:n] * np.sqrt(np.mean(x[:n] ** 2) / max(float(np.mean(g[:n] ** 2)), 1e-12))
                 s = det_final.score(x[:n] + gg * 10 ** (level / 20), SR, segment_ms=10000)
-                hits += list(s.probability >= AI_THRESHOLD)
+                hits += list(np.nan_to_num(s.probability) >= AI_THRESHOLD)
         mixed.append({"level_db": level, "ai_label_rate_10s": float(np.mean(hits))})
     result["mixed_under_real"] = mixed
 
     # -- calibration error (test side, 5 s) and speed --------------------------------------
-    p_pos = final.probability(_finite([v for rec in ai.values() for v in rec["test"]["5000"]]))
-    p_neg = final.probability(neg5)
+    pos5_all = _cat([rec["test"]["5000"] for rec in ai.values()])
+    p_pos, p_neg = _p(final, pos5_all), _p(final, neg5)
     result["ece_5s"] = _ece(np.concatenate([p_pos, p_neg]),
                             np.concatenate([np.ones(p_pos.size), np.zeros(p_neg.size)]))
     result["speed"] = {"score_x_realtime_per_core": n_scored / max(t_score, 1e-9),
@@ -390,8 +384,31 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
     for rec in ai.values():
         rec.pop("excerpts")
     (cfg.out / "result.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    write_report(result, ai, real_test, cfg.out)
+    write_report(result, ai, neg5, cfg.out)
     return result
+
+
+def _rg(s: Any) -> np.ndarray:
+    """(raw, grid_hz) pairs of a SegmentScores, shape (n, 2); unscored segments dropped."""
+    a = np.stack([np.asarray(s.raw, np.float64), np.asarray(s.grid_hz, np.float64)], axis=1)
+    return a[np.isfinite(a[:, 0])]
+
+
+def _cat(parts: Sequence[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if len(parts) else np.zeros((0, 2))
+
+
+def _feat(pairs: np.ndarray) -> np.ndarray:
+    return calibration_features(pairs[:, 0], pairs[:, 1])
+
+
+def _z(cal: ResidueCalibration, pairs: np.ndarray) -> np.ndarray:
+    """The calibration's logit: the score every ranking of the report uses."""
+    return _feat(pairs) @ np.asarray(cal.weights) + cal.bias
+
+
+def _p(cal: ResidueCalibration, pairs: np.ndarray) -> np.ndarray:
+    return cal.probability(pairs[:, 0], pairs[:, 1])
 
 
 def _ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
@@ -406,7 +423,7 @@ def _ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
 
 
 def write_report(result: dict[str, Any], ai: dict[str, dict[str, Any]],
-                 real_test: dict[str, list[float]], out: Path) -> None:
+                 real5: np.ndarray, out: Path) -> None:
     """``report.md`` and ``scores.png`` (score distributions, real against each proxy)."""
     L: list[str] = [
         "# earmark bench synthetic", "",
@@ -414,8 +431,9 @@ def write_report(result: dict[str, Any], ai: dict[str, dict[str, Any]],
         f"generators.** Detector `{result['detector']['name']}` v{result['detector']['version']}, "
         f"earmark {result['version']}, {result['date']}, {result['machine']['cpu']}.", "",
         "## Leave-one-family-out (10 s and 5 s segments)", "",
-        f"Threshold at 1 % false positives, from the real calibration side only: raw "
-        f"{result['threshold_raw_1pct']:.2f}.", "",
+        "Scores are the calibration's logit (log raw score and tuning, `docs/detect.md`); the "
+        "calibration is fitted without the family it is tested on, and the threshold at 1 % "
+        "false positives comes from the real calibration side only.", "",
         "| proxy | AUC 10 s | TPR@1 % FPR 10 s | AUC 5 s | TPR@1 % 5 s | labelled ai 5 s |",
         "|---|---|---|---|---|---|",
     ]
@@ -432,17 +450,20 @@ def write_report(result: dict[str, Any], ai: dict[str, dict[str, Any]],
         L.append(f"| {k} | {v['segments']} | {v['ai_label_rate']:.4f} |")
     L += ["", "## Segment length", "",
           "| segment | AUC trained proxies | AUC all proxies | TPR@1 % (trained) "
-          "| real labelled ai |",
-          "|---|---|---|---|---|"]
+          "| trained labelled ai | real labelled ai |",
+          "|---|---|---|---|---|---|"]
     for r in result["lengths"]:
         L.append(f"| {r['segment_s']:g} s | {r['auc_trained']:.3f} | {r['auc_all']:.3f} | "
-                 f"{r['tpr_at_1pct_trained']:.2f} | {r['real_ai_label_rate']:.4f} |")
+                 f"{r['tpr_at_1pct_trained']:.2f} | {r['ai_label_rate_trained']:.2f} | "
+                 f"{r['real_ai_label_rate']:.4f} |")
     L += ["", "## Robustness (trained proxies vs real excerpts, 10 s segments)", "",
-          "| edit | AUC | TPR@1 % | real over the 1 % threshold | real labelled ai |",
-          "|---|---|---|---|---|"]
+          "| edit | AUC | TPR@1 % | AI labelled ai | real over the 1 % threshold "
+          "| real labelled ai |",
+          "|---|---|---|---|---|---|"]
     for r in result["robustness"]:
         L.append(f"| {r['edit']} | {r['auc_10s']:.3f} | {r['tpr_at_1pct_10s']:.2f} | "
-                 f"{r['real_over_threshold_10s']:.3f} | {r['real_ai_label_rate_10s']:.3f} |")
+                 f"{r['ai_label_rate_10s']:.2f} | {r['real_over_threshold_10s']:.3f} | "
+                 f"{r['real_ai_label_rate_10s']:.3f} |")
     loc = result["localisation"]
     L += ["", "## Partly AI", "",
           f"Spliced spans of 6–15 s (trained proxies) in 30 s real excerpts, n = {loc['n']}: "
@@ -466,15 +487,18 @@ def write_report(result: dict[str, Any], ai: dict[str, dict[str, Any]],
     except ImportError:  # pragma: no cover - plot extra
         return
     fig, ax = plt.subplots(figsize=(9, 5))
-    bins = np.linspace(0, 5, 60)
-    ax.hist(np.log(_finite(real_test["5"])), bins=bins, density=True, alpha=0.5,
+    cal = ResidueCalibration(**result["calibration"])
+    bins = np.linspace(-15, 25, 80)
+    ax.hist(_z(cal, real5), bins=bins, density=True, alpha=0.5,
             label="real music (test side)", color="k")
     for name, rec in ai.items():
         if rec["trained"]:
-            ax.hist(np.log(np.maximum(_finite(rec["test"]["5000"]), 1e-3)), bins=bins,
-                    density=True, histtype="step", label=f"proxy {name}")
-    ax.axvline(np.log(result["threshold_raw_1pct"]), color="r", ls="--", label="1 % FP threshold")
-    ax.set_xlabel("log raw residue score, 5 s segments")
+            ax.hist(_z(cal, rec["test"]["5000"]), bins=bins, density=True, histtype="step",
+                    label=f"proxy {name}")
+    ax.axvline(result["threshold_logit_1pct"], color="r", ls="--", label="1 % FP threshold")
+    ax.axvline(np.log(AI_THRESHOLD / (1 - AI_THRESHOLD)), color="m", ls=":",
+               label="label ai (p ≥ 0.9)")
+    ax.set_xlabel("calibrated logit, 5 s segments")
     ax.set_ylabel("density")
     ax.set_title("Residue detector on real music vs PROXY generators (not commercial ones)")
     ax.legend(fontsize=7)

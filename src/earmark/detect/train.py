@@ -193,7 +193,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> ModelCard:
 
 
 def _export(torch, net, path: Path) -> None:  # type: ignore[no-untyped-def]
-    import warnings  # noqa: PLC0415
+    import warnings
 
     dummy = torch.zeros(1, 1, N_BINS, SLICE_FRAMES)
     with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript: keep it
