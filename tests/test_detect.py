@@ -30,6 +30,7 @@ from earmark.detect.residue import (
     ResidueCalibration,
     ResidueDetector,
     grid_family,
+    in_tune,
     localise,
 )
 from earmark.errors import UnknownDetector
@@ -138,11 +139,21 @@ def test_silence_and_short_input_are_never_ai(det: ResidueDetector) -> None:
     assert np.all(np.isnan(s.probability))
 
 
-def test_calibration_is_monotone_and_round_trips(tmp_path: Path) -> None:
+def test_in_tune_marks_equal_tempered_pitches() -> None:
+    t = in_tune(np.array([440.0, 98.0, 110.0, 174.61, 44100 / 512, 50.0, 75.0, np.nan]))
+    assert np.all(t[:4] > 0.9)  # A4, G2, A2, F3: where held notes put their combs
+    assert np.all(t[4:7] < 0.05)  # codec layouts: 86.13 Hz, 50 Hz, 75 Hz are off-tune
+    assert t[7] == 0.0
+
+
+def test_shipped_calibration_is_monotone_and_round_trips(tmp_path: Path) -> None:
     cal = ResidueCalibration.load()
-    raw = np.array([1.0, 3.0, 6.0, 12.0, 30.0])
-    p = cal.probability(raw)
-    assert np.all(np.diff(p) > 0) and p[0] < 0.1 and p[-1] > 0.9
+    assert "bench synthetic" in cal.fitted_on  # fitted, not the hand-set default
+    raw = np.array([1.0, 3.0, 6.0, 12.0, 30.0, 60.0])
+    off = cal.probability(raw, np.full(raw.size, 44100 / 512))
+    tuned = cal.probability(raw, np.full(raw.size, 110.0))
+    assert np.all(np.diff(off) > 0) and off[0] < 0.05 and off[-1] > 0.9
+    assert np.all(tuned[2:] < off[2:])  # a tuned comb of the same strength is less AI-like
     cal.save(tmp_path / "c.json")
     assert ResidueCalibration.load(tmp_path / "c.json") == cal
 

@@ -102,7 +102,7 @@ def make_ai_excerpts(corpus: Path, rows: list[dict[str, Any]], out: Path, seed: 
     random-weight decoders (NumPy stand-ins of neural codecs, see
     :mod:`earmark.audio.decoders`; proxies, not commercial generators) and a partly-AI clip.
     ``expect`` holds the label a person should expect; ``truth`` says what was done."""
-    from earmark.audio.decoders import random_decoder  # noqa: PLC0415
+    from earmark.audio.decoders import random_decoder
 
     sr = 44100
     rng = np.random.default_rng(seed + 1)

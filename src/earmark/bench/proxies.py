@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soxr
@@ -57,7 +58,7 @@ FAMILIES: tuple[Family, ...] = (
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
 
-def _torch():  # type: ignore[no-untyped-def]
+def _torch() -> Any:
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -65,13 +66,13 @@ def _torch():  # type: ignore[no-untyped-def]
     return torch
 
 
-def _build(fam: Family):  # type: ignore[no-untyped-def]
+def _build(fam: Family) -> Any:
     torch = _torch()
     nn = torch.nn
     ch = (8, 16, 32, 64)
     latent = 32
 
-    class Proxy(nn.Module):  # type: ignore[misc,name-defined]
+    class Proxy(nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             strides = fam.strides if fam.kind != "istft" else (4, 4, 4, 4)
@@ -101,7 +102,7 @@ def _build(fam: Family):  # type: ignore[no-untyped-def]
             dec += [nn.Conv1d(c, 1, 7, padding=3)]
             self.dec = nn.Sequential(*dec)
 
-        def forward(self, x):  # type: ignore[no-untyped-def]
+        def forward(self, x: Any) -> Any:
             z = self.enc(x)
             if fam.kind == "istft":
                 h = self.head(z)
@@ -120,7 +121,7 @@ def _build(fam: Family):  # type: ignore[no-untyped-def]
     return Proxy()
 
 
-def _stft_loss(torch, y, x):  # type: ignore[no-untyped-def]
+def _stft_loss(torch: Any, y: Any, x: Any) -> Any:
     loss = (y - x).abs().mean()
     for n in (256, 1024, 2048):
         w = torch.hann_window(n)

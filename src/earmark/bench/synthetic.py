@@ -57,6 +57,8 @@ EDITS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "pitch -1": [("pitch_shift", {"semitones": -1.0, "engine": "rubberband"})],
     "pitch +1": [("pitch_shift", {"semitones": 1.0, "engine": "rubberband"})],
     "pitch +2": [("pitch_shift", {"semitones": 2.0, "engine": "rubberband"})],
+    # a fractional shift moves a grid onto a tuned pitch: the evasion the tuning feature invites
+    "pitch +0.3": [("pitch_shift", {"semitones": 0.3, "engine": "rubberband"})],
     "stretch 0.8": [("time_stretch", {"ratio": 0.8})],
     "stretch 1.2": [("time_stretch", {"ratio": 1.2})],
     "reverb": [("reverb", {"rt60": 0.6, "wet": 0.3, "rng": 0})],
@@ -318,13 +320,13 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
     rob_real = real_ex_test[: cfg.robust_real]
     tick = bar("robustness edits", (len(EDITS) + 1) * (len(rob_ai) + len(rob_real)))
     result["robustness"] = []
-    for name, steps in {"none": [], **EDITS}.items():
+    for name, chain in {"none": [], **EDITS}.items():
         pos_l, neg_l = [], []
         for g in rob_ai:
-            pos_l.append(_rg(det.score(_apply(g, steps), SR, segment_ms=10000)))
+            pos_l.append(_rg(det.score(_apply(g, chain), SR, segment_ms=10000)))
             tick(1)
         for x in rob_real:
-            neg_l.append(_rg(det.score(_apply(x, steps), SR, segment_ms=10000)))
+            neg_l.append(_rg(det.score(_apply(x, chain), SR, segment_ms=10000)))
             tick(1)
         pv, nv = _cat(pos_l), _cat(neg_l)
         result["robustness"].append({
@@ -488,7 +490,7 @@ def write_report(result: dict[str, Any], ai: dict[str, dict[str, Any]],
         return
     fig, ax = plt.subplots(figsize=(9, 5))
     cal = ResidueCalibration(**result["calibration"])
-    bins = np.linspace(-15, 25, 80)
+    bins = list(np.linspace(-15, 25, 80))
     ax.hist(_z(cal, real5), bins=bins, density=True, alpha=0.5,
             label="real music (test side)", color="k")
     for name, rec in ai.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -61,7 +61,7 @@ def list_models(
     with user_errors():
         reg = Registry(resolve_home(db))
         st = reg.state()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for mid in reg.ids():
             card = reg.card(mid)
             rows.append({

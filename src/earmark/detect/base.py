@@ -134,6 +134,7 @@ def get_detector(name: str = "residue") -> Detector:
     if name not in _BUILTIN:
         for ep in entry_points(group="earmark.detectors"):
             if ep.name == name:
-                return ep.load()()  # type: ignore[no-any-return]
+                det: Detector = ep.load()()
+                return det
         raise UnknownDetector(f"unknown detector {name!r}; available: {', '.join(available())}")
     return _BUILTIN[name]()

@@ -279,7 +279,9 @@ def grid_activity(y: np.ndarray, grid_hz: float, params: ResidueParams | None = 
     q_lo = max(1, int(n_pad * df / p.grid_max_hz))
     q_hi = min(int(n_pad * df / p.grid_min_hz), (spec.shape[1] - 1) // p.harmonics)
     q = np.arange(q_lo, q_hi + 1)
-    hsum = sum(spec[:, k * q] for k in range(1, p.harmonics + 1))
+    hsum = np.zeros((spec.shape[0], q.size))
+    for k in range(1, p.harmonics + 1):
+        hsum += spec[:, k * q]
     qi = int(np.argmin(np.abs(n_pad * df / q - grid_hz)))
     strength = hsum[:, max(0, qi - 1):qi + 2].max(axis=1) / np.median(hsum, axis=1)
     t_ms = (np.arange(lp.shape[0]) * p.hop + p.n_fft / 2) * 1000.0 / SR

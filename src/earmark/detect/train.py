@@ -73,7 +73,7 @@ def file_slices(path: Path, max_seconds: float) -> np.ndarray:
     return slices(residue_frames(y))
 
 
-def build_net():  # type: ignore[no-untyped-def]
+def build_net() -> Any:
     """The CNN: three strided convolutions over (frequency, time), pooled, one logit."""
     import torch.nn as nn
 
@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> ModelCard:
     return card
 
 
-def _export(torch, net, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _export(torch: Any, net: Any, path: Path) -> None:
     import warnings
 
     dummy = torch.zeros(1, 1, N_BINS, SLICE_FRAMES)
