@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Proxy AI generators, built locally, by architecture family (needs the ``bench`` extra: torch).
+"""Proxy AI generators, built locally, by architecture family (needs torch: the ``train`` extra).
 
 These are *proxies*: small autoencoders with the decoder architectures of public neural
 codecs and vocoders, run with random weights or briefly trained on the corpus so that they
@@ -62,7 +62,7 @@ def _torch() -> Any:
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise RuntimeError("proxy generators need torch: pip install 'earmark[bench]'") from exc
+        raise RuntimeError("proxy generators need torch: pip install 'earmark[train]'") from exc
     return torch
 
 

@@ -103,3 +103,21 @@ def synthetic(
     err.print(f"real music labelled ai: {real['ai_label_rate_5s']:.4f} of 5 s segments; "
               f"speed {result['speed']['score_x_realtime_per_core']:.0f}× realtime per core")
     err.print(f"report: {out / 'report.md'} (PROXY generators, not commercial ones)")
+
+
+@app.command("trainable")
+def trainable(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder with manifest.csv."),
+    out: Path = typer.Option(Path("bench-out/synthetic"), "--out",
+                             help="Report folder (reuses the proxies of bench synthetic)."),
+    seed: int = typer.Option(0, help="Seed (the same as bench synthetic's)."),
+    epochs: int = typer.Option(3, help="Training epochs per held-out family."),
+    max_tracks: int = typer.Option(0, help="Use only this many corpus tracks (0: all)."),
+) -> None:
+    """The trainable CNN detector, leave one PROXY family out (needs torch)."""
+    from earmark.bench.synthetic import SynthConfig
+    from earmark.bench.trainable import run
+
+    cfg = SynthConfig(corpus=corpus, out=out, seed=seed, max_tracks=max_tracks or None)
+    run(cfg, log=err.print, epochs=epochs)
+    err.print(f"report: {out / 'trainable.md'} (PROXY generators, not commercial ones)")

@@ -125,39 +125,21 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> ModelCard:
     Y = np.concatenate([np.full(f[0].shape[0], f[1], np.float32) for f in parts["train"]])
     log(f"train: {len(parts['train'])} files ({X.shape[0]} slices of 1 s); held out: "
         f"{len(parts['cal'])} for calibration, {len(parts['test'])} for the evaluation")
-    net = build_net()
+    base_state = None
     if cfg.base is not None:
         base_card = ModelCard.load(cfg.base)
-        net.load_state_dict(torch.load(cfg.base / "model.pt"))
+        base_state = torch.load(cfg.base / "model.pt")
         log(f"fine-tuning from {base_card.name} {base_card.version}")
-    pos_w = float((Y == 0).sum() / max((Y == 1).sum(), 1))
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_w))
-    opt = torch.optim.Adam(net.parameters(), 1e-3 if cfg.base is None else 3e-4)
     t0 = time.time()
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(X.shape[0])
-        total = 0.0
-        net.train()
-        for i in range(0, order.size, 32):
-            idx = order[i:i + 32]
-            xb = torch.from_numpy(X[idx])
-            yb = torch.from_numpy(Y[idx])
-            loss = loss_fn(net(xb).reshape(-1), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.size
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / X.shape[0]:.4f}")
-    net.eval()
+    net = fit_net(X, Y, epochs=cfg.epochs, seed=cfg.seed, base_state=base_state, log=log)
 
     def seg_raw(group: list[tuple[np.ndarray, int, str]]) -> tuple[np.ndarray, np.ndarray]:
-        raws, labs = [], []
-        with torch.no_grad():
-            for x, lab, _ in group:
-                lg = net(torch.from_numpy(x)).reshape(-1).numpy()
-                for s in range(0, lg.size, SEGMENT_SLICES):
-                    raws.append(float(lg[s:s + SEGMENT_SLICES].mean()))
-                    labs.append(lab)
+        raws: list[float] = []
+        labs: list[int] = []
+        for x, lab, _ in group:
+            seg = segment_logits(net, x)
+            raws += list(seg)
+            labs += [lab] * seg.size
         return np.array(raws), np.array(labs)
 
     r_cal, y_cal = seg_raw(parts["cal"])
@@ -190,6 +172,46 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> ModelCard:
     )
     card.save(cfg.out)
     return card
+
+
+def fit_net(X: np.ndarray, Y: np.ndarray, *, epochs: int, seed: int = 0,
+            base_state: Any = None, log: Callable[[str], None] = print) -> Any:
+    """Train the CNN on slices ``X`` (n, 1, N_BINS, SLICE_FRAMES) with labels ``Y`` (n,);
+    class-weighted loss; returns the network in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = build_net()
+    if base_state is not None:
+        net.load_state_dict(base_state)
+    pos_w = float((Y == 0).sum() / max((Y == 1).sum(), 1))
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_w))
+    opt = torch.optim.Adam(net.parameters(), 1e-3 if base_state is None else 3e-4)
+    for epoch in range(epochs):
+        order = rng.permutation(X.shape[0])
+        total = 0.0
+        net.train()
+        for i in range(0, order.size, 32):
+            idx = order[i:i + 32]
+            loss = loss_fn(net(torch.from_numpy(X[idx])).reshape(-1),
+                           torch.from_numpy(Y[idx].astype(np.float32)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * idx.size
+        log(f"epoch {epoch + 1}/{epochs}: loss {total / X.shape[0]:.4f}")
+    net.eval()
+    return net
+
+
+def segment_logits(net: Any, x: np.ndarray, per: int = SEGMENT_SLICES) -> np.ndarray:
+    """Mean logit of each run of ``per`` slices of one file's slices ``x``."""
+    import torch
+
+    with torch.no_grad():
+        lg = net(torch.from_numpy(x)).reshape(-1).numpy()
+    return np.array([float(lg[s:s + per].mean()) for s in range(0, lg.size, per)])
 
 
 def _export(torch: Any, net: Any, path: Path) -> None:
