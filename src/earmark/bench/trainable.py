@@ -15,22 +15,21 @@ import csv
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from earmark.audio.decode import decode
 from earmark.bench.synthetic import SynthConfig, _excerpt, _split, auc
-from earmark.detect.trained import SR, residue_frames, slices
 from earmark.detect.train import fit_net, segment_logits
+from earmark.detect.trained import SR, residue_frames, slices
 
 SLICES_PER_CLASS = 2000  #: training slices drawn per class (balanced, seeded)
 
 
 def run(cfg: SynthConfig, log: Callable[[str], None] = print, epochs: int = 3
         ) -> dict[str, Any]:
-    from earmark.bench.proxies import FAMILIES, load_proxy  # noqa: PLC0415 - needs torch
+    from earmark.bench.proxies import FAMILIES, load_proxy
 
     with open(cfg.corpus / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
