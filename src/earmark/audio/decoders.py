@@ -43,7 +43,7 @@ def conv_transpose(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: 
 
 
 def random_decoder(y: np.ndarray, sr: int, *, gen_sr: int = 44100,
-                   strides: Sequence[int] = (2, 4, 8, 8), channels: int = 32, seed: int = 0
+                   strides: Sequence[int] = (2, 4, 8, 8), channels: int = 8, seed: int = 0
                    ) -> np.ndarray:
     """Re-synthesise ``y`` through a random-weight encoder / transposed-conv decoder.
 

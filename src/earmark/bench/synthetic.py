@@ -31,7 +31,7 @@ from earmark import __version__
 from earmark.audio import effects
 from earmark.audio.decode import decode
 from earmark.bench.identify import _cpu, _group_of
-from earmark.detect.base import AI_THRESHOLD
+from earmark.detect.base import AI_THRESHOLD, SPAN_THRESHOLD
 from earmark.detect.residue import (
     SR,
     ResidueCalibration,
@@ -183,7 +183,7 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
     }
 
     # -- real music: calibration side (excerpts) and test side (whole tracks) ---------------
-    # every score is kept as (raw, grid_hz) pairs: the calibration uses both
+    # every score is kept as (raw, tuned) pairs: the calibration uses both
     tick = bar("real music", len(cal) + len(test))
     real_cal5: list[np.ndarray] = []
     real_test: dict[str, list[np.ndarray]] = {"5": [], "10": []}
@@ -294,6 +294,7 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
         "segments_5s": int(neg5.shape[0]), "tracks": len(test),
         "ai_label_rate_5s": fp_rate(neg5), "ai_label_rate_10s": fp_rate(neg10),
         "track_level_ai_rate": float((track_p >= AI_THRESHOLD).mean()),
+        "track_with_span_rate": float((track_p >= SPAN_THRESHOLD).mean()),
         "by_package": {k: {"segments": int(_cat(v).shape[0]), "ai_label_rate": fp_rate(_cat(v))}
                        for k, v in sorted(by_pkg.items())},
     }
@@ -354,7 +355,7 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
         mix[a:a + span] = part * np.sqrt(np.mean(x[a:a + span] ** 2) /
                                          max(float(np.mean(part ** 2)), 1e-12))
         s = det_final.score(mix, SR)
-        spans = localise(mix, s)
+        spans = localise(mix, s, threshold=SPAN_THRESHOLD)
         truth = (a * 1000 // SR, (a + span) * 1000 // SR)
         inter = sum(max(0, min(e, truth[1]) - max(b, truth[0])) for b, e in spans)
         union = (truth[1] - truth[0]) + sum(e - b for b, e in spans) - inter
@@ -391,8 +392,8 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print,
 
 
 def _rg(s: Any) -> np.ndarray:
-    """(raw, grid_hz) pairs of a SegmentScores, shape (n, 2); unscored segments dropped."""
-    a = np.stack([np.asarray(s.raw, np.float64), np.asarray(s.grid_hz, np.float64)], axis=1)
+    """(raw, tuned) pairs of a SegmentScores, shape (n, 2); unscored segments dropped."""
+    a = np.stack([np.asarray(s.raw, np.float64), np.asarray(s.tuned, np.float64)], axis=1)
     return a[np.isfinite(a[:, 0])]
 
 
@@ -446,7 +447,9 @@ def write_report(result: dict[str, Any], ai: dict[str, dict[str, Any]],
     L += ["", "## Real music labelled `ai`", "",
           f"{real['segments_5s']} segments of 5 s from {real['tracks']} test tracks: "
           f"{real['ai_label_rate_5s']:.4f} of 5 s segments, {real['ai_label_rate_10s']:.4f} of "
-          f"10 s segments, {real['track_level_ai_rate']:.4f} of whole tracks (any segment).", "",
+          f"10 s segments, {real['track_level_ai_rate']:.4f} of whole tracks (any segment); "
+          f"{real['track_with_span_rate']:.4f} of whole tracks would show a suspected span "
+          f"(a segment at p ≥ {SPAN_THRESHOLD}).", "",
           "| package | 5 s segments | labelled ai |", "|---|---|---|"]
     for k, v in real["by_package"].items():
         L.append(f"| {k} | {v['segments']} | {v['ai_label_rate']:.4f} |")

@@ -24,6 +24,9 @@ Label = Literal["ai", "human", "uncertain"]
 AI_THRESHOLD = 0.9
 #: probabilities at or below this are labelled ``human``; in between is ``uncertain``
 HUMAN_THRESHOLD = 0.3
+#: AI spans are localised in inputs with a segment at or above this (``uncertain`` ones too:
+#: a reviewer sees where the suspected part is)
+SPAN_THRESHOLD = 0.5
 
 
 def label_of(p: float | None, *, ai: float = AI_THRESHOLD, human: float = HUMAN_THRESHOLD
@@ -54,6 +57,9 @@ class SegmentScores:
     grid_hz : np.ndarray [shape=(n,), dtype=float64]
         Spacing of the strongest spectral grid found in each segment, Hz (NaN if none);
         detectors without such a notion leave it NaN.
+    tuned : np.ndarray [shape=(n,), dtype=float64]
+        How much the strongest periodicities look like a held, tuned note (0–1; NaN where
+        the detector has no such notion).
     """
 
     start_ms: np.ndarray
@@ -61,10 +67,13 @@ class SegmentScores:
     probability: np.ndarray
     raw: np.ndarray
     grid_hz: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tuned: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         if self.grid_hz.size != self.probability.size:
             self.grid_hz = np.full(self.probability.size, np.nan)
+        if self.tuned.size != self.probability.size:
+            self.tuned = np.full(self.probability.size, np.nan)
 
     def __len__(self) -> int:
         return int(self.probability.size)
@@ -74,19 +83,20 @@ class SegmentScores:
         """One record from consecutive parts (already on the input's timeline)."""
         if not parts:
             z = np.zeros(0)
-            return SegmentScores(z.astype(np.int64), z.astype(np.int64), z, z, z)
+            return SegmentScores(z.astype(np.int64), z.astype(np.int64), z, z, z, z)
         return SegmentScores(
             np.concatenate([p.start_ms for p in parts]),
             np.concatenate([p.end_ms for p in parts]),
             np.concatenate([p.probability for p in parts]),
             np.concatenate([p.raw for p in parts]),
             np.concatenate([p.grid_hz for p in parts]),
+            np.concatenate([p.tuned for p in parts]),
         )
 
     def shifted(self, ms: int) -> SegmentScores:
         """The same scores moved ``ms`` later on the timeline."""
         return SegmentScores(self.start_ms + ms, self.end_ms + ms, self.probability,
-                             self.raw, self.grid_hz)
+                             self.raw, self.grid_hz, self.tuned)
 
 
 @runtime_checkable

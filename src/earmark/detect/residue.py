@@ -83,10 +83,10 @@ def in_tune(grid_hz: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(tuned), tuned, 0.0)
 
 
-def calibration_features(raw: np.ndarray, grid_hz: np.ndarray) -> np.ndarray:
-    """Inputs of the calibration, shape (n, 2): ``log raw`` and ``log raw × in_tune(grid)``."""
+def calibration_features(raw: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+    """Inputs of the calibration, shape (n, 2): ``log raw`` and ``log raw × tuned``."""
     lr = np.log(np.maximum(np.nan_to_num(np.asarray(raw, np.float64)), 1e-9))
-    return np.stack([lr, lr * in_tune(grid_hz)], axis=1)
+    return np.stack([lr, lr * np.nan_to_num(np.asarray(tuned, np.float64))], axis=1)
 
 
 @dataclass
@@ -98,8 +98,8 @@ class ResidueCalibration:
     bias: float = -14.0
     fitted_on: str = "default (hand-set before the first benchmark)"
 
-    def probability(self, raw: np.ndarray, grid_hz: np.ndarray) -> np.ndarray:
-        z = calibration_features(raw, grid_hz) @ np.asarray(self.weights) + self.bias
+    def probability(self, raw: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+        z = calibration_features(raw, tuned) @ np.asarray(self.weights) + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
 
     def save(self, path: str | Path) -> None:
@@ -151,7 +151,8 @@ def log_power_frames(y: np.ndarray, params: ResidueParams) -> np.ndarray:
     return (10.0 * np.log10(power_frames(y, params).T + 1e-12)).astype(np.float32)
 
 
-def residue_score(profile: np.ndarray, params: ResidueParams) -> tuple[float, float]:
+def residue_score(profile: np.ndarray, params: ResidueParams
+                  ) -> tuple[float, float, float]:
     """Strength and spacing of the strongest grid in a log-power profile.
 
     Parameters
@@ -166,6 +167,8 @@ def residue_score(profile: np.ndarray, params: ResidueParams) -> tuple[float, fl
         when the usable band is narrower than ``min_band_hz``).
     grid_hz : float
         Spacing of that grid, Hz.
+    tuned : float
+        :func:`in_tune` of the least tuned of the strongest periodicities (see :func:`_tuning`).
     """
     df = SR / params.n_fft
     i0 = math.ceil(params.fmin_hz / df)
@@ -174,7 +177,7 @@ def residue_score(profile: np.ndarray, params: ResidueParams) -> tuple[float, fl
     present = i0 + np.nonzero(smooth[i0:] > top - params.floor_db)[0]
     i1 = int(present.max()) if present.size else 0
     if (i1 - i0) * df < params.min_band_hz:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     r = np.clip(profile[i0:i1] - smooth[i0:i1], -10.0, 10.0)
     r = (r - r.mean()) * np.hanning(r.size)
     n_pad = params.pad * r.size
@@ -184,13 +187,27 @@ def residue_score(profile: np.ndarray, params: ResidueParams) -> tuple[float, fl
     q_hi = int(n_pad * df / params.grid_min_hz)
     q = np.arange(q_lo, min(q_hi, (spec.size - 1) // params.harmonics) + 1)
     if q.size < 8:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     hsum = np.zeros(q.size)
     for k in range(1, params.harmonics + 1):
         hsum += spec[k * q]
     best = int(np.argmax(hsum))
     raw = float(hsum[best] / max(float(np.median(hsum)), 1e-12))
-    return raw, float(n_pad * df / q[best])
+    return raw, float(n_pad * df / q[best]), _tuning(hsum, n_pad * df / q, best)
+
+
+def _tuning(hsum: np.ndarray, grids: np.ndarray, best: int, n: int = 3) -> float:
+    """How tuned the strongest periodicities are: the *least* tuned of the ``n`` strongest
+    local maxima of the harmonic sum (within half the best's height).
+
+    A held note makes every strong periodicity a tuned pitch (its octaves, its fifth); a
+    decoder grid at 86.1 Hz can show its strongest periodicity at a tuned-looking 49.2 Hz
+    (4/7 of it) but never only tuned ones.
+    """
+    peaks = np.nonzero((hsum[1:-1] >= hsum[:-2]) & (hsum[1:-1] >= hsum[2:]))[0] + 1
+    peaks = peaks[hsum[peaks] >= 0.5 * hsum[best]]
+    top = peaks[np.argsort(hsum[peaks])[::-1][:n]] if peaks.size else np.array([best])
+    return float(np.min(in_tune(grids[top])))
 
 
 @dataclass
@@ -217,6 +234,7 @@ class ResidueDetector:
             starts.pop()
         raw = np.full(len(starts), np.nan)
         grid = np.full(len(starts), np.nan)
+        tuned = np.full(len(starts), np.nan)
         s_ms = np.zeros(len(starts), np.int64)
         e_ms = np.zeros(len(starts), np.int64)
         for i, s0 in enumerate(starts):
@@ -233,9 +251,9 @@ class ResidueDetector:
             stat = _median_rows(pw) if self.params.stat == "median" else \
                 np.exp(np.log(pw + 1e-12).mean(axis=1))
             prof = 10.0 * np.log10(stat + 1e-12)
-            raw[i], grid[i] = residue_score(prof, self.params)
-        prob = np.where(np.isnan(raw), np.nan, self.calibration.probability(raw, grid))
-        return SegmentScores(s_ms, e_ms, prob, raw, grid)
+            raw[i], grid[i], tuned[i] = residue_score(prof, self.params)
+        prob = np.where(np.isnan(raw), np.nan, self.calibration.probability(raw, tuned))
+        return SegmentScores(s_ms, e_ms, prob, raw, grid, tuned)
 
 
 register("residue", ResidueDetector)
@@ -326,7 +344,7 @@ def best_grid(scores: SegmentScores) -> float:
     return float(scores.grid_hz[int(np.argmax(raw))]) if raw.size and raw.max() > 0 else math.nan
 
 
-def localise(y: np.ndarray, scores: SegmentScores, *, threshold: float = 0.9,
+def localise(y: np.ndarray, scores: SegmentScores, *, threshold: float = 0.5,
              min_span_ms: int = 1000, params: ResidueParams | None = None
              ) -> list[tuple[int, int]]:
     """AI spans of an input, ms, at frame resolution (186 ms) rather than segment resolution.

@@ -17,7 +17,13 @@ import numpy as np
 from pydantic import BaseModel
 
 from earmark.audio.decode import DEFAULT_MAX_SECONDS, iter_blocks
-from earmark.detect.base import AI_THRESHOLD, Detector, SegmentScores, get_detector, label_of
+from earmark.detect.base import (
+    SPAN_THRESHOLD,
+    Detector,
+    SegmentScores,
+    get_detector,
+    label_of,
+)
 from earmark.errors import EarmarkError
 
 BLOCK_S = 30.0  #: about this much audio is decoded at a time
@@ -116,7 +122,7 @@ def _spans(path: str | os.PathLike[str], detector: Detector, scores: SegmentScor
         prob = np.nan_to_num(scores.probability, nan=0.0)
         spans: list[tuple[int, int]] = []
         for a, b, p in zip(scores.start_ms, scores.end_ms, prob, strict=True):
-            if p < AI_THRESHOLD:
+            if p < SPAN_THRESHOLD:
                 continue
             if spans and spans[-1][1] == a:
                 spans[-1] = (spans[-1][0], int(b))
@@ -124,7 +130,7 @@ def _spans(path: str | os.PathLike[str], detector: Detector, scores: SegmentScor
                 spans.append((int(a), int(b)))
         return spans
     prob = np.nan_to_num(scores.probability, nan=0.0)
-    if not prob.size or prob.max() < AI_THRESHOLD:
+    if not prob.size or prob.max() < SPAN_THRESHOLD:
         return []
     grid = residue.best_grid(scores)
     ts: list[np.ndarray] = []
@@ -136,7 +142,7 @@ def _spans(path: str | os.PathLike[str], detector: Detector, scores: SegmentScor
         cs.append(c)
         n += block.size
     return residue.spans_of(np.concatenate(ts), np.concatenate(cs), scores,
-                            threshold=AI_THRESHOLD,
+                            threshold=SPAN_THRESHOLD,
                             hop_ms=detector.params.hop * 1000.0 / detector.sr)
 
 
