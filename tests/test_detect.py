@@ -120,10 +120,9 @@ def test_a_grid_moved_by_resampling_is_still_found(ratio: float) -> None:
     y = random_decoder(song(4, 12.0), SR, seed=2)
     base = d.score(y, SR, segment_ms=12000)
     moved = d.score(y, round(SR * ratio), segment_ms=int(12000 / ratio))
-    assert moved.raw[0] > 10.0  # the grid is still there, as strong
+    assert moved.raw[0] > 10.0  # the grid is still there, about as strong
+    assert moved.raw[0] > 0.6 * base.raw[0]
     assert moved.grid_hz[0] == pytest.approx(base.grid_hz[0] * ratio, rel=0.01)
-    if moved.tuned[0] < 0.5:  # unless moved onto a tuned pitch (the tuning prior: docs)
-        assert moved.probability[0] > 0.5
 
 
 def test_segments_follow_segment_ms(det: ResidueDetector) -> None:
