@@ -125,9 +125,9 @@ def make_ai_excerpts(corpus: Path, rows: list[dict[str, Any]], out: Path, seed: 
                         f"{c} through a random transposed-conv decoder (proxy)", ["ai"]))
     part = ya.copy()
     s, e = 10 * sr, 20 * sr
-    fake = random_decoder(ya, sr, gen_sr=32000, strides=(8, 5, 4, 4), seed=seed + 1)[s:e]
+    fake = random_decoder(ya, sr, gen_sr=44100, strides=(2, 4, 8, 8), seed=seed + 1)[s:e]
     part[s:e] = fake * np.sqrt(np.mean(ya[s:e] ** 2) / max(float(np.mean(fake ** 2)), 1e-12))
     _write(out / "04 partly AI (10–20 s).flac", part, sr)
     made.append(Excerpt("04 partly AI (10–20 s).flac",
-                        f"{a} with 0:10–0:20 re-synthesised (32 kHz ÷ 640 proxy)", ["ai"]))
+                        f"{a} with 0:10–0:20 re-synthesised (44.1 kHz ÷ 512 proxy)", ["ai"]))
     return made

@@ -48,10 +48,12 @@ def plot_detection(path: str | os.PathLike[str], result: dict[str, Any], out: Pa
             continue
         ax2.plot([s["start_ms"] / 1000, s["end_ms"] / 1000], [p, p], color="cyan", lw=2.5)
     for sp in result.get("spans", []):
-        ax2.axvspan(sp["start_ms"] / 1000, sp["end_ms"] / 1000, color="red", alpha=0.2)
+        a, b = sp["start_ms"] / 1000, sp["end_ms"] / 1000
+        ax2.axvspan(a, b, facecolor="none", edgecolor="white", hatch="//", lw=0.8)
+        ax2.plot([a, b], [1.0, 1.0], color="white", lw=6, solid_capstyle="butt")
     ax2.axhline(0.9, color="red", ls="--", lw=0.8)
     ax2.set_ylim(-0.02, 1.02)
-    ax2.set_ylabel("AI probability (segments); red: AI spans")
+    ax2.set_ylabel("AI probability (cyan: segments; hatched: AI spans)")
     det = result["detector"]
     ax.set_title(f"{Path(str(result['input'])).name}: {result['label']} "
                  f"(p = {result['ai_probability']}) — {det['name']} v{det['version']}, "
