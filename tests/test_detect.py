@@ -101,7 +101,7 @@ def test_transposed_conv_decoder_scores_high(det: ResidueDetector, gen_sr: int,
     s = det.score(y, SR)
     clean = det.score(x, SR)
     assert np.median(s.raw) > 1.5 * np.max(clean.raw), (s.raw, clean.raw)
-    assert np.all(s.probability > 0.3)  # never "human"
+    assert np.median(s.probability) > 0.3 and np.max(s.probability) > 0.5  # not "human"
     if gen_sr == 44100:  # the strongest grid of the two: "ai" on 10 s segments
         assert np.all(det.score(y, SR, segment_ms=10000).probability >= AI_THRESHOLD)
     # the strongest periodicity is the grid or one of its multiples
