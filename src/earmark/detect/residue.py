@@ -319,8 +319,10 @@ def spans_of(t_ms: np.ndarray, strength: np.ndarray, scores: SegmentScores, *,
     for s, e in zip(scores.start_ms[ai_seg], scores.end_ms[ai_seg], strict=True):
         inside |= (t_ms >= s) & (t_ms < e)
     level = float(np.median(c[inside])) if inside.any() else float(c.max())
-    base = float(np.median(c[~inside])) if (~inside).sum() >= 3 else 2.0
-    on = c > 0.5 * (level + base)
+    # the level of "no grid": the frames outside the suspected segments, at most 2 (about
+    # what music without a grid gives), so that a track AI throughout is not cut in pieces
+    base = min(float(np.median(c[~inside])), 2.0) if (~inside).sum() >= 3 else 2.0
+    on = c > base + 0.35 * (level - base)
     spans: list[tuple[int, int]] = []
     half = hop_ms / 2
     i = 0
@@ -350,9 +352,9 @@ def localise(y: np.ndarray, scores: SegmentScores, *, threshold: float = 0.5,
     """AI spans of an input, ms, at frame resolution (186 ms) rather than segment resolution.
 
     The grid of the most AI-like segment is followed frame by frame (:func:`grid_activity`);
-    frames whose strength, smoothed over about a second, passes the midpoint between the
-    median strength inside the segments labelled AI and the median outside them (or 2, the
-    level of no grid, when all are AI) are AI. Empty when no segment reaches ``threshold``.
+    frames whose strength, smoothed over about a second, passes 35 % of the way from the
+    no-grid level (the median outside the suspected segments, at most 2) to the median inside
+    them are AI. Empty when no segment reaches ``threshold``.
     """
     p = params or ResidueParams()
     t_ms, c = grid_activity(y, best_grid(scores), p)
