@@ -29,6 +29,7 @@ class Excerpt:
     file: str
     truth: str  #: what a person should hear: reference ids and where
     expect: list[str]  #: reference ids that should be found (empty: no match)
+    ai_span: tuple[int, int] = (0, 0)  #: where an AI clip is AI, ms
 
 
 def _write(path: Path, y: np.ndarray, sr: int) -> None:
@@ -122,12 +123,14 @@ def make_ai_excerpts(corpus: Path, rows: list[dict[str, Any]], out: Path, seed: 
     ai = random_decoder(yc, sr, gen_sr=44100, strides=(2, 4, 8, 8), seed=seed)
     _write(out / "03 decoder 44.1 kHz ÷ 512.flac", 0.5 * ai, sr)
     made.append(Excerpt("03 decoder 44.1 kHz ÷ 512.flac",
-                        f"{c} through a random transposed-conv decoder (proxy)", ["ai"]))
+                        f"{c} through a random transposed-conv decoder (proxy)", ["ai"],
+                        (0, 30000)))
     part = ya.copy()
     s, e = 10 * sr, 20 * sr
     fake = random_decoder(ya, sr, gen_sr=44100, strides=(2, 4, 8, 8), seed=seed + 1)[s:e]
     part[s:e] = fake * np.sqrt(np.mean(ya[s:e] ** 2) / max(float(np.mean(fake ** 2)), 1e-12))
     _write(out / "04 partly AI (10–20 s).flac", part, sr)
     made.append(Excerpt("04 partly AI (10–20 s).flac",
-                        f"{a} with 0:10–0:20 re-synthesised (44.1 kHz ÷ 512 proxy)", ["ai"]))
+                        f"{a} with 0:10–0:20 re-synthesised (44.1 kHz ÷ 512 proxy)", ["ai"],
+                        (10000, 20000)))
     return made

@@ -42,14 +42,14 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print, epochs: int = 3
     real_te = [_excerpt(decode(cfg.corpus / r["path"], SR), rng) for r in test]
     train_audio = [decode(cfg.corpus / r["path"], SR)[: 60 * SR] for r in train]
     fams = [f for f in FAMILIES if f.kind != "griffinlim"]
-    gen: dict[str, dict[str, list[np.ndarray]]] = {}
+    gen: dict[str, dict[str, Any]] = {}
     for fam in fams:
         for steps in (0, cfg.train_steps):
             p = load_proxy(fam, train_on=train_audio, steps=steps, seed=cfg.seed,
                            cache_dir=cfg.out / "proxies", log=log)
             src_tr = [real_tr[i] for i in rng.choice(len(real_tr), cfg.cal_per_family)]
             src_te = [real_te[i] for i in rng.choice(len(real_te), cfg.per_family)]
-            gen[p.name] = {"family": [fam.name],
+            gen[p.name] = {"family": fam.name,
                            "train": [slices(residue_frames(p.generate(x))) for x in src_tr],
                            "test": [slices(residue_frames(p.generate(x))) for x in src_te]}
             log(f"generated {p.name}")
@@ -63,7 +63,7 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print, epochs: int = 3
     rows_out: list[dict[str, Any]] = []
     t_fit = 0.0
     for fam in fams:
-        pos = [x for rec in gen.values() if rec["family"][0] != fam.name for x in rec["train"]]
+        pos = [x for rec in gen.values() if rec["family"] != fam.name for x in rec["train"]]
         Xp, Xn = draw(pos, SLICES_PER_CLASS), draw(real_tr_sl, SLICES_PER_CLASS)
         X = np.concatenate([Xn, Xp])
         Y = np.concatenate([np.zeros(Xn.shape[0]), np.ones(Xp.shape[0])]).astype(np.float32)
@@ -74,7 +74,7 @@ def run(cfg: SynthConfig, log: Callable[[str], None] = print, epochs: int = 3
                                 0.99))
         neg = np.concatenate([segment_logits(net, x, 10) for x in real_te_sl])
         for name, rec in gen.items():
-            if rec["family"][0] != fam.name:
+            if rec["family"] != fam.name:
                 continue
             pv = np.concatenate([segment_logits(net, x, 10) for x in rec["test"]])
             rows_out.append({"proxy": name, "auc_10s": auc(pv, neg),
