@@ -215,3 +215,18 @@ def decode(
     if not allow_silent and (y.size == 0 or float(np.max(np.abs(y))) < SILENCE_PEAK):
         raise SilentInput(f"{Path(path).name!r} is silent (peak under -80 dBFS)")
     return y
+
+
+def decode_head(path: str | os.PathLike[str], sr: int, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of an input, mono float32 at ``sr`` Hz; decoding stops there.
+
+    Empty (shape (0,)) when the input decodes to nothing; silence is not checked.
+    """
+    blocks: list[np.ndarray] = []
+    n = 0
+    for b in iter_blocks(path, sr):
+        blocks.append(b)
+        n += b.size
+        if n >= seconds * sr:
+            break
+    return np.concatenate(blocks)[: int(seconds * sr)] if blocks else np.zeros(0, np.float32)

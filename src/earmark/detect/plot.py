@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from earmark.audio.decode import iter_blocks
+from earmark.audio.decode import decode_head
 
 PLOT_MAX_S = 600.0  #: only the first ten minutes are drawn
 
@@ -27,14 +27,7 @@ def plot_detection(path: str | os.PathLike[str], result: dict[str, Any], out: Pa
         raise RuntimeError("--plot needs matplotlib: pip install 'earmark[plot]'") from exc
     from scipy.signal import spectrogram
 
-    blocks = []
-    n = 0
-    for b in iter_blocks(path, sr):
-        blocks.append(b)
-        n += b.size
-        if n >= PLOT_MAX_S * sr:
-            break
-    y = np.concatenate(blocks)[: int(PLOT_MAX_S * sr)]
+    y = decode_head(path, sr, PLOT_MAX_S)
     f, t, S = spectrogram(y, sr, nperseg=2048, noverlap=1024)
     fig, ax = plt.subplots(figsize=(11, 4.5))
     ax.pcolormesh(t, f / 1000, 10 * np.log10(S + 1e-12), shading="auto", cmap="magma",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from earmark.audio.decode import iter_blocks
+from earmark.audio.decode import decode_head
 from earmark.detect.trained import (
     N_BINS,
     SLICE_FRAMES,
@@ -62,15 +62,7 @@ def audio_files(folder: Path) -> list[Path]:
 
 def file_slices(path: Path, max_seconds: float) -> np.ndarray:
     """Feature slices of the first ``max_seconds`` of a file, shape (n, 1, N_BINS, frames)."""
-    blocks: list[np.ndarray] = []
-    n = 0
-    for b in iter_blocks(path, SR):
-        blocks.append(b)
-        n += b.size
-        if n >= max_seconds * SR:
-            break
-    y = np.concatenate(blocks)[: int(max_seconds * SR)] if blocks else np.zeros(0, np.float32)
-    return slices(residue_frames(y))
+    return slices(residue_frames(decode_head(path, SR, max_seconds)))
 
 
 def build_net() -> Any:
