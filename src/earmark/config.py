@@ -42,6 +42,25 @@ class Settings(BaseSettings):
         default_factory=_default_jobs, ge=1,
         description="Worker processes that fingerprint references (1: in-process).",
     )
+    # -- the moderation service (earmark serve / worker) --
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the service database; default SQLite in home.",
+    )
+    secret: str | None = Field(
+        default=None, min_length=32, repr=False,
+        description="Signs UI sessions and CSRF tokens; `earmark serve` refuses to start "
+                    "without one outside --dev (EARMARK_SECRET, ≥32 characters).",
+    )
+    max_upload_mb: float = Field(
+        default=200.0, gt=0, description="Largest upload accepted, in MB (413 above).")
+    max_upload_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest upload accepted, in seconds (413 above).")
+    scan_paths: Path | None = Field(
+        default=None,
+        description="A server folder whose files may be scanned by path (off when unset).",
+    )
+    detector: str = Field(default="residue", description="AI detector run on every scan.")
 
 
 def get_settings(**overrides: Any) -> Settings:

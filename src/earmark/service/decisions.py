@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Recording a decision and everything it causes, in one transaction.
+
+Whoever decides — the policy engine after a scan, a reviewer, a dispute's outcome — goes
+through :func:`record_decision`: the scan gets the decision, a ``review`` decision opens a
+review, a restriction gets its DSA statement of reasons, the audit chain gets an entry and
+each subscribed webhook an outbox delivery. Nothing of it is visible until all of it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from earmark.evidence import Evidence
+from earmark.moderation import audit
+from earmark.moderation.policy import RESTRICTIONS, Decision, PolicyBody, PolicyVersion
+from earmark.moderation.statements import build_statement
+from earmark.store.models import Delivery, Policy, Review, Scan, Statement, Webhook, utcnow
+
+#: a match shorter than this is a "short match" in the review queue
+SHORT_MATCH_MS = 10_000
+
+
+def current_policies(s: Session) -> dict[str, PolicyVersion]:
+    """The newest version of every owner's policy."""
+    rows = s.scalars(select(Policy).order_by(Policy.owner, Policy.version)).all()
+    out: dict[str, PolicyVersion] = {}
+    for p in rows:
+        out[p.owner] = PolicyVersion(owner=p.owner, version=p.version,
+                                     body=PolicyBody.model_validate(p.body))
+    return out
+
+
+def review_reason(ev: Evidence, decision: Decision) -> str:
+    """Why a scan is in the review queue, in one word the queue can filter on."""
+    joined = " ".join(decision.reasons)
+    if "not manifest" in joined:
+        return "not_manifest"
+    best = ev.best_match
+    if best is not None and best.query_match_ms < SHORT_MATCH_MS:
+        return "short_match"
+    if ev.ai is not None and ev.ai.label == "ai":
+        return "ai"
+    return "policy"
+
+
+def emit(s: Session, event: str, payload: Mapping[str, Any]) -> int:
+    """Queue ``event`` for every active webhook that subscribes to it (outbox)."""
+    n = 0
+    for wh in s.scalars(select(Webhook).where(Webhook.active.is_(True))).all():
+        if not wh.events or event in wh.events:
+            s.add(Delivery(webhook_id=wh.id, event=event, payload=dict(payload)))
+            n += 1
+    return n
+
+
+def record_decision(s: Session, scan: Scan, decision: Decision, *, actor: str,
+                    note: str | None = None) -> None:
+    """Give ``scan`` its decision with every consequence, in the session's transaction."""
+    if scan.evidence is None:
+        raise ValueError(f"scan {scan.id} has no evidence to decide on")
+    ev = Evidence.model_validate(scan.evidence)
+    data = decision.model_dump(mode="json")
+    scan.decision, scan.action, scan.decided_by = data, decision.action, decision.by
+    if decision.action == "review":
+        pending = s.scalars(select(Review).where(Review.scan_id == scan.id,
+                                                 Review.status == "pending")).first()
+        if pending is None:
+            best = ev.best_match
+            s.add(Review(scan_id=scan.id, reason=review_reason(ev, decision),
+                         owners=ev.owners,
+                         ai_probability=ev.ai.ai_probability if ev.ai else None,
+                         match_ms=best.query_match_ms if best else None))
+    if decision.action in RESTRICTIONS:
+        body = build_statement(ev, decision, scan_id=scan.id, created_at=utcnow())
+        s.add(Statement(scan_id=scan.id, action=decision.action, body=body))
+    audit.append(s, actor=actor, action="decision", subject=f"scan:{scan.id}",
+                 data={"action": decision.action, "by": decision.by,
+                       "policy_versions": decision.policy_versions,
+                       "reasons": decision.reasons[:20], "note": note})
+    emit(s, "decision", {"scan_id": scan.id, "external_id": scan.external_id,
+                         "action": decision.action, "labels": decision.labels,
+                         "by": decision.by})

@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Scan workers: take a job, identify and detect, decide, record — then the next one.
+
+``earmark worker`` runs :func:`run_worker` in its own process; ``earmark serve`` runs the
+same loop in a thread (the single-box default). Any number of workers may share one
+database: the queue hands each job to one of them at a time, a worker that dies loses its
+lease and another finishes the job (see :mod:`earmark.store.queue`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from earmark import __version__
+from earmark.detect.base import Detector, get_detector
+from earmark.errors import CatalogError
+from earmark.evidence import InputInfo, Versions, build_evidence
+from earmark.moderation.policy import decide
+from earmark.service.catalog import Catalog
+from earmark.service.decisions import current_policies, record_decision
+from earmark.service.detect import detect_file
+from earmark.service.scan import scan_file
+from earmark.store import queue
+from earmark.store.db import Database
+from earmark.store.models import Exclusion, Scan
+
+log = logging.getLogger("earmark.worker")
+
+
+class Worker:
+    """One worker over a service database and a catalog folder.
+
+    Parameters
+    ----------
+    db : Database
+    home : path-like
+        The catalog folder (``$EARMARK_HOME``); without a catalog there, scans carry
+        identification ``error: no catalog`` and are still judged on AI evidence.
+    detector : str or Detector
+    lease_s : float
+        Lease of a job; heartbeats renew it every third of it.
+    """
+
+    def __init__(self, db: Database, *, home: str | os.PathLike[str],
+                 detector: str | Detector = "residue", lease_s: float = queue.LEASE_S,
+                 max_seconds: float | None = None, name: str | None = None) -> None:
+        self.db = db
+        self.home = Path(home)
+        self.detector = get_detector(detector) if isinstance(detector, str) else detector
+        self.lease_s = lease_s
+        self.max_seconds = max_seconds
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self._catalog: Catalog | None = None
+        self._stamp: tuple[int, ...] = ()
+        self.stop = threading.Event()
+        self.done = 0
+
+    # -- catalog, reopened when `earmark catalog add/remove` has changed it -----------------
+    def _catalog_stamp(self) -> tuple[int, ...]:
+        files = [self.home / "catalog.sqlite", self.home / "catalog.sqlite-wal"]
+        return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in files)
+
+    def catalog(self) -> Catalog | None:
+        stamp = self._catalog_stamp()
+        if self._catalog is not None and stamp == self._stamp:
+            return self._catalog
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        try:
+            self._catalog = Catalog(self.home, write=False)
+        except CatalogError:
+            return None
+        self._stamp = stamp
+        return self._catalog
+
+    # -- one job ----------------------------------------------------------------------------
+    def run_once(self) -> bool:
+        """Process one job if there is one; returns whether there was."""
+        got = queue.claim(self.db, worker=self.name, lease_s=self.lease_s)
+        if got is None:
+            return False
+        sid, token = got
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(sid, token, beat_stop), daemon=True)
+        beat.start()
+        t0 = time.monotonic()
+        try:
+            fields, decision = self._judge(sid)
+        except Exception as exc:  # an unexpected failure: give the job back to be retried
+            log.exception("scan %s failed", sid)
+            queue.release(self.db, sid, token, error=f"internal_error: {type(exc).__name__}: "
+                                                       f"{exc}")
+            return True
+        finally:
+            beat_stop.set()
+            beat.join()
+
+        def also(s: Any, scan: Scan) -> None:
+            record_decision(s, scan, decision, actor=f"worker:{self.name}")
+
+        ok = queue.complete(self.db, sid, token, fields=fields, also=also)
+        log.info("scan %s %s in %.2f s (%s)", sid, decision.action, time.monotonic() - t0,
+                 "recorded" if ok else "lease lost, not recorded")
+        self.done += ok
+        return True
+
+    def _beat(self, sid: str, token: str, stop: threading.Event) -> None:
+        while not stop.wait(self.lease_s / 3):
+            if not queue.heartbeat(self.db, sid, token, lease_s=self.lease_s):
+                return
+
+    def _judge(self, sid: str) -> tuple[dict[str, Any], Any]:
+        with self.db.reader() as s:
+            scan = s.get(Scan, sid)
+            assert scan is not None
+            blob, info = scan.blob, InputInfo(filename=scan.filename, sha256=scan.sha256,
+                                              size_bytes=scan.size_bytes)
+            meta = dict(external_id=scan.external_id, territory=scan.territory,
+                        content_type=scan.content_type)
+        cat = self.catalog()
+        if cat is not None:
+            ident = scan_file(catalog=cat, path=blob, max_seconds=self.max_seconds)
+            fp = cat.fingerprinter
+            n_refs, _ = cat.store.totals()
+            fp_v, index_v = f"{fp.name}-{fp.version}", f"segments:{n_refs} refs"
+        else:
+            ident = {"status": "error", "reason": "no_catalog: no catalog in EARMARK_HOME",
+                     "duration_ms": None, "matches": []}
+            fp_v = index_v = None
+        det = detect_file(blob, self.detector, max_seconds=self.max_seconds,
+                          name=info.filename).model_dump(mode="json")
+        ids = [m["reference_id"] for m in ident.get("matches") or []]
+        owners: dict[str, str | None] = {}
+        if cat is not None and ids:
+            for r in cat.store.all(status=None):
+                if r.id in ids:
+                    owners[r.id] = r.owner
+        with self.db.reader() as s:
+            excl: dict[str, list[tuple[int, int]]] = {}
+            if ids:
+                for e in s.scalars(select(Exclusion).where(Exclusion.reference_id.in_(ids))):
+                    excl.setdefault(e.reference_id, []).append((e.start_ms, e.end_ms))
+            policies = current_policies(s)
+        ev = build_evidence(
+            scan_id=sid, input=info, scan=ident, detect=det, owners=owners, exclusions=excl,
+            versions=Versions(earmark=__version__, fingerprinter=fp_v, index=index_v,
+                              detector=f"{self.detector.name}-{self.detector.version}"),
+            **meta)
+        decision = decide(ev, policies)
+        return {"evidence": ev.model_dump(mode="json"), "error": None}, decision
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, *, idle_s: float = 0.25, max_jobs: int | None = None) -> int:
+        """Work until :attr:`stop` is set (or ``max_jobs`` are done); returns jobs recorded."""
+        while not self.stop.is_set():
+            if max_jobs is not None and self.done >= max_jobs:
+                break
+            try:
+                busy = self.run_once()
+            except Exception:  # the database went away for a moment: wait, retry
+                log.exception("worker loop")
+                busy = False
+            if not busy:
+                self.stop.wait(idle_s)
+        return self.done
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+
+def run_worker(db: Database, *, home: str | os.PathLike[str], detector: str = "residue",
+               max_jobs: int | None = None, stop: threading.Event | None = None,
+               max_seconds: float | None = None) -> int:
+    """Run one worker loop until ``stop`` (or ``max_jobs``); returns jobs recorded."""
+    w = Worker(db, home=home, detector=detector, max_seconds=max_seconds)
+    if stop is not None:
+        w.stop = stop
+    try:
+        return w.run(max_jobs=max_jobs)
+    finally:
+        w.close()
