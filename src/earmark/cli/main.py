@@ -6,11 +6,13 @@ from __future__ import annotations
 import typer
 
 from earmark import __version__
+from earmark.cli import admin as _admin
 from earmark.cli import catalog as _catalog
 from earmark.cli import demo as _demo
 from earmark.cli import detect as _detect
 from earmark.cli import models as _models
 from earmark.cli import scan as _scan
+from earmark.cli import serve as _serve
 
 app = typer.Typer(
     name="earmark",
@@ -25,6 +27,13 @@ app.command("detect")(_detect.detect)
 app.command("train")(_models.train)
 app.add_typer(_models.app, name="models")
 app.command("demo")(_demo.demo)
+app.command("serve")(_serve.serve)
+app.command("worker")(_serve.worker)
+app.add_typer(_admin.keys_app, name="keys")
+app.add_typer(_admin.users_app, name="users")
+app.add_typer(_admin.policy_app, name="policy")
+app.add_typer(_admin.audit_app, name="audit")
+app.add_typer(_admin.db_app, name="db")
 
 try:  # written separately; the CLI works without it
     from earmark.cli import bench as _bench

@@ -88,7 +88,7 @@ def uploads_dir(home: str | os.PathLike[str]) -> Path:
 
 
 def store_upload(home: str | os.PathLike[str], src: BinaryIO, *, limits: Limits,
-                 ) -> tuple[Path, str, int, str]:
+                 name: str = "upload") -> tuple[Path, str, int, str]:
     """Copy ``src`` into the uploads folder and sniff it.
 
     Returns ``(path, sha256, size, container)``; raises :class:`UploadTooLarge`,
@@ -110,7 +110,10 @@ def store_upload(home: str | os.PathLike[str], src: BinaryIO, *, limits: Limits,
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        info = probe(tmp)
+        try:
+            info = probe(tmp)
+        except EarmarkError as exc:  # say it of the upload's name, not of the temporary file
+            raise type(exc)(str(exc).replace(tmp.name, name)) from exc
         if info.duration_s is not None and info.duration_s > limits.max_seconds:
             raise InputTooLong(
                 f"upload lasts {info.duration_s:.0f} s, over the limit of "
@@ -131,7 +134,8 @@ def submit_scan(db: Database, *, home: str | os.PathLike[str], src: BinaryIO,
         found = _by_external(db, external_id)
         if found is not None:
             return found, False
-    tmp, sha, size, _fmt = store_upload(home, src, limits=limits)
+    tmp, sha, size, _fmt = store_upload(home, src, limits=limits,
+                                        name=display_name(filename))
     sid = str(uuid.uuid4())
     blob = uploads_dir(home) / sid
     os.replace(tmp, blob)

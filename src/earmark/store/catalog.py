@@ -182,5 +182,17 @@ class CatalogStore:
             res = s.execute(delete(Reference).where(Reference.key.in_(keys)))
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
+    def update_meta(self, reference_id: str, values: dict[str, str | None]) -> Reference | None:
+        """Change a reference's metadata (title, artist, owner, isrc); ``None`` if unknown."""
+        allowed = {k: v for k, v in values.items() if k in ("title", "artist", "owner", "isrc")}
+        with self.session() as s:
+            row = s.scalars(select(Reference).where(Reference.id == reference_id)).first()
+            if row is None:
+                return None
+            for k, v in allowed.items():
+                setattr(row, k, v)
+            s.flush()
+            return row
+
     def close(self) -> None:
         self.engine.dispose()

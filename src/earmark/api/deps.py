@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What every route needs: the service context, the caller, and role checks.
+
+A caller is authenticated by an API key (``Authorization: Bearer em_…`` or ``X-API-Key``),
+or — on the review pages — by the signed session cookie a login sets. Mutating API calls
+are written to the audit log as key use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from earmark.config import Settings
+from earmark.moderation import audit
+from earmark.service.access import AuthError, Forbidden, Principal, Role, authenticate
+from earmark.service.scans import Limits
+from earmark.store.db import Database
+
+
+@dataclass
+class Context:
+    """The running service: settings, database, catalog folder, limits."""
+
+    settings: Settings
+    db: Database
+    home: Path
+    limits: Limits
+    dev: bool = False
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def get_ctx(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[Context, Depends(get_ctx)]
+
+_bearer = HTTPBearer(auto_error=False, description="An earmark API key: em_<id>_<secret>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def principal(
+    request: Request, ctx: Ctx,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+    key: Annotated[str | None, Depends(_header)] = None,
+) -> Principal:
+    """The authenticated caller, or 401."""
+    presented = bearer.credentials if bearer is not None else key
+    if presented:
+        who = authenticate(ctx.db, presented)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            with ctx.db.session() as s:
+                audit.append(s, actor=who.id, action="key.use",
+                             subject=f"{request.method} {request.url.path}"[:255])
+        return who
+    sess = request.scope.get("session") or {}
+    if sess.get("principal"):
+        p = sess["principal"]
+        return Principal(id=p["id"], role=p["role"], owner=p.get("owner"))
+    raise AuthError("send an API key: 'Authorization: Bearer em_…' or 'X-API-Key: em_…' "
+                    "(make one with `earmark keys create`)")
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def require(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency that admits callers of ``role`` or above."""
+
+    def check(who: Caller) -> Principal:
+        if not who.at_least(role):
+            raise Forbidden(f"this needs the {role} role or above; your key is {who.role}")
+        return who
+
+    return check
+
+
+def may_act_for(who: Principal, owner: str | None) -> None:
+    """Owners act only for themselves; moderators and admins for anyone."""
+    if who.at_least("moderator"):
+        return
+    if who.role == "owner" and owner is not None and who.owner == owner:
+        return
+    raise Forbidden(f"a key of owner {who.owner!r} cannot act for owner {owner!r}")
