@@ -159,9 +159,27 @@ class Worker:
         return {"evidence": ev.model_dump(mode="json"), "error": None}, decision
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self, *, idle_s: float = 0.25, max_jobs: int | None = None) -> int:
+    def housekeeping(self) -> None:
+        """Time-driven work: disputes whose response window ran out expire."""
+        try:
+            from earmark.service import disputes
+        except ImportError:  # pragma: no cover - written separately
+            return
+        n = disputes.expire_due(self.db)
+        if n:
+            log.info("expired %d disputes", n)
+
+    def run(self, *, idle_s: float = 0.25, max_jobs: int | None = None,
+            housekeeping_s: float = 30.0) -> int:
         """Work until :attr:`stop` is set (or ``max_jobs`` are done); returns jobs recorded."""
+        next_chores = 0.0
         while not self.stop.is_set():
+            if time.monotonic() >= next_chores:
+                next_chores = time.monotonic() + housekeeping_s
+                try:
+                    self.housekeeping()
+                except Exception:
+                    log.exception("housekeeping")
             if max_jobs is not None and self.done >= max_jobs:
                 break
             try:
