@@ -56,6 +56,9 @@ def worker(
     max_jobs: Annotated[int | None, typer.Option(
         "--max-jobs", min=1, help="Exit after this many scans (default: run until stopped).")
     ] = None,
+    lease_s: Annotated[float, typer.Option(
+        "--lease-s", min=1.0, help="Seconds a job stays ours without a heartbeat; after a "
+        "crash, other workers take its jobs over this long after.")] = 60.0,
     log_json: Annotated[bool, typer.Option("--log-json/--log-text")] = True,
 ) -> None:
     """Take scan jobs from the service database's queue until stopped (SIGTERM / Ctrl-C)."""
@@ -71,5 +74,6 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     n = run_worker(database, home=resolve_home(db), detector=settings.detector,
-                   max_jobs=max_jobs, stop=stop, max_seconds=settings.max_upload_seconds)
+                   max_jobs=max_jobs, stop=stop, max_seconds=settings.max_upload_seconds,
+                   lease_s=lease_s)
     stderr().print(f"worker: {n} scans recorded")

@@ -199,9 +199,9 @@ class Worker:
 
 def run_worker(db: Database, *, home: str | os.PathLike[str], detector: str = "residue",
                max_jobs: int | None = None, stop: threading.Event | None = None,
-               max_seconds: float | None = None) -> int:
+               max_seconds: float | None = None, lease_s: float = queue.LEASE_S) -> int:
     """Run one worker loop until ``stop`` (or ``max_jobs``); returns jobs recorded."""
-    w = Worker(db, home=home, detector=detector, max_seconds=max_seconds)
+    w = Worker(db, home=home, detector=detector, max_seconds=max_seconds, lease_s=lease_s)
     if stop is not None:
         w.stop = stop
     try:
