@@ -36,7 +36,7 @@ class Context:
 
 
 def get_ctx(request: Request) -> Context:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return request.app.state.ctx
 
 
 Ctx = Annotated[Context, Depends(get_ctx)]

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from earmark.cli import DbOption, die, load_settings, resolve_home, stderr, stdout, user_errors
+from earmark.moderation.policy import PolicyBody
 from earmark.store.db import Database, open_db
 
 keys_app = typer.Typer(help="API keys (roles: uploader, owner, moderator, admin).",
@@ -105,8 +106,7 @@ def audit_verify(db: DbOption = None,
     raise typer.Exit(0 if v.ok else 1)
 
 
-def _body(path: Path):  # type: ignore[no-untyped-def]
-    from earmark.moderation.policy import PolicyBody
+def _body(path: Path) -> PolicyBody:
 
     try:
         return PolicyBody.model_validate_json(path.read_text())

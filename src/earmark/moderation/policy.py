@@ -39,7 +39,7 @@ PLATFORM = "platform"
 
 
 def severity(action: str) -> int:
-    return ACTIONS.index(action)  # type: ignore[arg-type]
+    return ACTIONS.index(action)  # type: ignore[arg-type,unused-ignore]
 
 
 class Conditions(BaseModel):
@@ -51,16 +51,16 @@ class Conditions(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    min_confidence: float | None = Field(None, ge=0, le=1)
-    min_query_match_ms: int | None = Field(None, ge=0)
-    max_query_match_ms: int | None = Field(None, ge=0)
-    min_query_match_pct: float | None = Field(None, ge=0, le=100)
-    min_ref_match_ms: int | None = Field(None, ge=0)
-    min_ref_match_pct: float | None = Field(None, ge=0, le=100)
-    max_ref_match_pct: float | None = Field(None, ge=0, le=100)
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    min_query_match_ms: int | None = Field(default=None, ge=0)
+    max_query_match_ms: int | None = Field(default=None, ge=0)
+    min_query_match_pct: float | None = Field(default=None, ge=0, le=100)
+    min_ref_match_ms: int | None = Field(default=None, ge=0)
+    min_ref_match_pct: float | None = Field(default=None, ge=0, le=100)
+    max_ref_match_pct: float | None = Field(default=None, ge=0, le=100)
     speed_modified: bool | None = None
     pitch_modified: bool | None = None
-    min_ai_probability: float | None = Field(None, ge=0, le=1)
+    min_ai_probability: float | None = Field(default=None, ge=0, le=1)
     ai_label: list[Literal["ai", "human", "uncertain"]] | None = None
     territories: list[str] | None = None  #: ISO 3166 alpha-2; None = everywhere
     exclude_territories: list[str] | None = None
@@ -130,8 +130,8 @@ class Manifest(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    min_confidence: float = Field(0.95, ge=0, le=1)
-    min_query_match_ms: int = Field(10_000, ge=0)
+    min_confidence: float = Field(default=0.95, ge=0, le=1)
+    min_query_match_ms: int = Field(default=10_000, ge=0)
 
 
 class PolicyBody(BaseModel):

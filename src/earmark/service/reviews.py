@@ -112,7 +112,7 @@ def decide_review(db: Database, review_id: int, *, action: Action, reviewer: str
         labels = ["ai_generated"] if action == "label" or (
             prior is not None and "ai_generated" in prior.labels) else []
         reason = f"reviewed by {reviewer}: {action}" + (f" ({note})" if note else "")
-        d = Decision(action=action, labels=labels, mute=mute if action == "mute" else [],
+        d = Decision(action=action, labels=labels, mute=(mute or []) if action == "mute" else [],
                      owners=prior.owners if prior else [],
                      reasons=[reason, *(prior.reasons if prior else [])],
                      policy_versions=prior.policy_versions if prior else {},

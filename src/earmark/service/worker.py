@@ -9,6 +9,7 @@ lease and another finishes the job (see :mod:`earmark.store.queue`).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -124,18 +125,19 @@ class Worker:
             assert scan is not None
             blob, info = scan.blob, InputInfo(filename=scan.filename, sha256=scan.sha256,
                                               size_bytes=scan.size_bytes)
-            meta = dict(external_id=scan.external_id, territory=scan.territory,
-                        content_type=scan.content_type)
+            external_id, territory = scan.external_id, scan.territory
+            content_type = scan.content_type
         cat = self.catalog()
         if cat is not None:
             ident = scan_file(catalog=cat, path=blob, max_seconds=self.max_seconds)
             fp = cat.fingerprinter
             n_refs, _ = cat.store.totals()
-            fp_v, index_v = f"{fp.name}-{fp.version}", f"segments:{n_refs} refs"
+            fp_v: str | None = f"{fp.name}-{fp.version}"
+            index_v: str | None = f"segments:{n_refs} refs"
         else:
             ident = {"status": "error", "reason": "no_catalog: no catalog in EARMARK_HOME",
                      "duration_ms": None, "matches": []}
-            fp_v = index_v = None
+            fp_v, index_v = None, None
         det = detect_file(blob, self.detector, max_seconds=self.max_seconds,
                           name=info.filename).model_dump(mode="json")
         ids = [m["reference_id"] for m in ident.get("matches") or []]
@@ -154,7 +156,7 @@ class Worker:
             scan_id=sid, input=info, scan=ident, detect=det, owners=owners, exclusions=excl,
             versions=Versions(earmark=__version__, fingerprinter=fp_v, index=index_v,
                               detector=f"{self.detector.name}-{self.detector.version}"),
-            **meta)
+            external_id=external_id, territory=territory, content_type=content_type)
         decision = decide(ev, policies)
         return {"evidence": ev.model_dump(mode="json"), "error": None}, decision
 
@@ -162,7 +164,7 @@ class Worker:
     def housekeeping(self) -> None:
         """Time-driven work: disputes whose response window ran out expire."""
         try:
-            from earmark.service import disputes
+            disputes = importlib.import_module("earmark.service.disputes")
         except ImportError:  # pragma: no cover - written separately
             return
         n = disputes.expire_due(self.db)

@@ -66,7 +66,7 @@ def audit_verify(ctx: Ctx, who: Moderator) -> VerifyOut:
 class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=120)
     role: Role
-    owner: str | None = Field(None, min_length=1, max_length=120)
+    owner: str | None = Field(default=None, min_length=1, max_length=120)
 
 
 class KeyCreated(KeyOut):
@@ -104,7 +104,7 @@ class WebhookOut(BaseModel):
     url: str
     events: list[str]
     active: bool
-    secret: str | None = Field(None, description="HMAC-SHA256 key; shown only on creation")
+    secret: str | None = Field(default=None, description="HMAC-SHA256 key; shown only on creation")
 
 
 @router.get("/webhooks", response_model=list[WebhookOut], tags=["webhooks"])

@@ -24,6 +24,7 @@ from earmark.moderation import audit
 from earmark.service.access import Forbidden, Principal
 from earmark.service.catalog import (
     AddReport,
+    Catalog,
     ReferenceOut,
     add_references,
     open_catalog,
@@ -36,7 +37,7 @@ router = APIRouter(prefix="/v1/references", tags=["references"])
 OwnerKey = Annotated[Principal, Depends(require("owner"))]
 
 
-def _reader(ctx: Ctx):  # type: ignore[no-untyped-def]
+def _reader(ctx: Ctx) -> Catalog:
     return open_catalog(home=ctx.home, write=False)
 
 
@@ -131,11 +132,11 @@ def add_reference(
 class ImportRow(BaseModel):
     path: str = Field(min_length=1, max_length=4096,
                       description="Relative to the server's EARMARK_SCAN_PATHS folder")
-    id: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[\w.\-]+$")
-    title: str | None = Field(None, max_length=500)
-    artist: str | None = Field(None, max_length=500)
-    owner: str | None = Field(None, max_length=120)
-    isrc: str | None = Field(None, pattern=r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
+    id: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[\w.\-]+$")
+    title: str | None = Field(default=None, max_length=500)
+    artist: str | None = Field(default=None, max_length=500)
+    owner: str | None = Field(default=None, max_length=120)
+    isrc: str | None = Field(default=None, pattern=r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 
 
 class ImportRequest(BaseModel):
@@ -163,10 +164,10 @@ def import_references(ctx: Ctx, who: OwnerKey, body: ImportRequest) -> AddReport
 class ReferencePatch(BaseModel):
     model_config = {"extra": "forbid"}
 
-    title: str | None = Field(None, max_length=500)
-    artist: str | None = Field(None, max_length=500)
-    owner: str | None = Field(None, max_length=120)
-    isrc: str | None = Field(None, pattern=r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
+    title: str | None = Field(default=None, max_length=500)
+    artist: str | None = Field(default=None, max_length=500)
+    owner: str | None = Field(default=None, max_length=120)
+    isrc: str | None = Field(default=None, pattern=r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 
 
 @router.patch("/{reference_id}", response_model=ReferenceOut)

@@ -39,8 +39,8 @@ class ReviewDecision(BaseModel):
     model_config = {"extra": "forbid"}
 
     action: str = Field(pattern="^(allow|track|label|monetize|mute|block)$")
-    note: str | None = Field(None, max_length=2000)
-    mute: list[MuteSpan] | None = Field(None, max_length=1000)
+    note: str | None = Field(default=None, max_length=2000)
+    mute: list[MuteSpan] | None = Field(default=None, max_length=1000)
 
 
 @router.post("/{review_id}/decision", response_model=ReviewOut)

@@ -1,0 +1,282 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The REST API over real HTTP: a uvicorn server in a thread, its in-process worker, a real
+catalog and database. Bad input must get a 4xx problem and leave nothing behind."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from conftest import Library, excerpt, needs_ffmpeg, ref_offset_ms, write_audio
+from earmark.api.app import ConfigError, create_app, make_context
+from earmark.api.deps import Context
+from earmark.config import Settings
+from earmark.service.access import Role, create_key
+
+PROBLEM = "application/problem+json"
+
+
+@dataclass
+class Server:
+    url: str
+    ctx: Context
+    keys: dict[str, str]
+    clips: Path
+    library: Library
+
+    def client(self, role: str | None = "admin") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def clip(self, rid: str = "ref1", start: float = 2.0, dur: float = 8.0,
+             ext: str = "mp3") -> Path:
+        p = self.clips / f"{rid}-{start}-{dur}.{ext}"
+        if not p.exists():
+            write_audio(p, excerpt(self.library.signals[rid], start, dur))
+        return p
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(catalog_home: Path, library: Library,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("svc") / "home"
+    shutil.copytree(catalog_home, home)
+    settings = Settings(home=home, secret="s" * 40, max_upload_mb=2.0)
+    ctx = make_context(settings, home=home)
+    keys: dict[str, str] = {}
+    roles: list[tuple[Role, str | None]] = [("admin", None), ("moderator", None),
+                                            ("uploader", None), ("owner", "label-a")]
+    for role, owner in roles:
+        keys[role] = create_key(ctx.db, name=role, role=role, owner=owner)[1]
+    keys["other-uploader"] = create_key(ctx.db, name="u2", role="uploader")[1]
+    keys["other-owner"] = create_key(ctx.db, name="o2", role="owner", owner="label-b")[1]
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(ctx, workers=1), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    clips = tmp_path_factory.mktemp("clips")
+    yield Server(url, ctx, keys, clips, library)
+    srv.should_exit = True
+    t.join(10)
+    ctx.db.close()
+
+
+def upload(c: httpx.Client, path: Path, name: str | None = None, **form: Any) -> httpx.Response:
+    with open(path, "rb") as f:
+        return c.post("/v1/scans", files={"file": (name or path.name, f)}, data=form)
+
+
+def wait_done(c: httpx.Client, sid: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = c.get(f"/v1/scans/{sid}")
+        assert r.status_code == 200, r.text
+        if r.json()["status"] in ("done", "failed"):
+            return dict(r.json())
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def assert_problem(r: httpx.Response, status: int, code: str | None = None) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status and body["detail"]
+    if code:
+        assert body["type"].endswith(code), body
+
+
+def uploads(server: Server) -> set[str]:
+    return {p.name for p in (server.ctx.home / "uploads").iterdir()}
+
+
+def test_no_secret_no_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="EARMARK_SECRET"):
+        make_context(Settings(home=tmp_path), home=tmp_path)
+
+
+def test_openapi_health_metrics(server: Server) -> None:
+    with server.client(None) as c:
+        spec = c.get("/openapi.json").json()
+        assert {"/v1/scans", "/v1/policies/{owner}", "/v1/reviews/{review_id}/decision",
+                "/v1/references/{reference_id}/exclusions",
+                "/v1/audit/verify"} <= set(spec["paths"])
+        assert c.get("/docs").status_code == 200
+        h = c.get("/healthz").json()
+        assert h["status"] == "ok" and h["catalog"] and h["workers"] == 1
+        m = c.get("/metrics").text
+        assert "earmark_queue_jobs" in m and "earmark_http_requests_total" in m
+
+
+@needs_ffmpeg
+def test_upload_is_identified_decided_and_idempotent(server: Server) -> None:
+    with server.client("uploader") as c:
+        r = upload(c, server.clip(), external_id="ext-42", territory="de")
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        assert r.json()["status"] in ("queued", "running")
+        again = upload(c, server.clip(), external_id="ext-42")
+        assert again.status_code == 200 and again.json()["id"] == sid
+        done = wait_done(c, sid)
+    assert done["status"] == "done" and done["external_id"] == "ext-42"
+    m = done["evidence"]["identification"]["matches"][0]
+    assert m["reference_id"] == "ref1" and abs(ref_offset_ms(m["segments"][0]) - 2000) < 150
+    assert done["decision"]["action"] == "track" and done["decision"]["policy_versions"]
+    # another uploader cannot see it; an owner of other music neither (404, not 403)
+    with server.client("other-uploader") as c:
+        assert_problem(c.get(f"/v1/scans/{sid}"), 404)
+        assert all(s["id"] != sid for s in c.get("/v1/scans").json())
+    with server.client("other-owner") as c:
+        assert_problem(c.get(f"/v1/scans/{sid}"), 404)
+
+
+def test_authentication_and_roles(server: Server) -> None:
+    with server.client(None) as c:
+        assert_problem(c.get("/v1/scans"), 401, "unauthorized")
+        r = c.get("/v1/scans", headers={"Authorization": "Bearer em_nope_nope"})
+        assert_problem(r, 401)
+        assert_problem(c.get("/v1/scans", headers={"X-API-Key": "garbage"}), 401)
+    with server.client("uploader") as c:
+        assert_problem(c.get("/v1/reviews"), 403, "forbidden")
+        assert_problem(c.get("/v1/audit"), 403)
+        assert_problem(c.post("/v1/keys", json={"name": "x", "role": "admin"}), 403)
+        assert_problem(c.post("/v1/policies/label-a", json={"rules": []}), 403)
+    with server.client("owner") as c:
+        assert_problem(c.post("/v1/policies/label-b", json={"rules": []}), 403)
+        assert_problem(c.post("/v1/policies/platform", json={"rules": []}), 403)
+    with server.client("admin") as c:
+        made = c.post("/v1/keys", json={"name": "tmp", "role": "uploader"})
+        assert made.status_code == 201
+        key = made.json()["key"]
+        assert c.delete(f"/v1/keys/{made.json()['id']}").json()["revoked"]
+    with httpx.Client(base_url=server.url) as c:
+        assert_problem(c.get("/v1/scans", headers={"X-API-Key": key}), 401)
+
+
+def test_bad_uploads_get_4xx_and_leave_nothing(server: Server, tmp_path: Path) -> None:
+    before = uploads(server)
+    text = tmp_path / "notes.mp3"
+    text.write_text("not audio, whatever the extension says\n" * 50)
+    truncated = tmp_path / "cut.m4a"
+    truncated.write_bytes(server.clip(ext="m4a").read_bytes()[:300])
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"RIFF" + b"\0" * 2_100_000)
+    empty = tmp_path / "empty.ogg"
+    empty.write_bytes(b"")
+    with server.client("uploader") as c:
+        assert_problem(upload(c, text), 415, "unsupported_format")
+        r = upload(c, truncated)
+        assert r.status_code in (415, 422), r.text
+        assert_problem(upload(c, big), 413, "upload_too_large")
+        assert_problem(upload(c, empty), 422, "empty_input")
+        assert_problem(c.post("/v1/scans", data={"external_id": "x"}), 422, "invalid_request")
+        assert_problem(upload(c, server.clip(), territory="Germany"), 422)
+        r = c.post("/v1/scans/by-path", json={"path": "../../etc/passwd"})
+        assert_problem(r, 403)
+    with server.client("admin") as c:
+        assert_problem(c.post("/v1/scans/by-path", json={"path": "../../etc/passwd"}), 403)
+        r = c.post("/v1/policies/label-a", content=b"{not json",
+                   headers={"content-type": "application/json"})
+        assert_problem(r, 422, "invalid_request")
+        r = c.post("/v1/policies/label-a", json={"rules": [{"name": "x", "action": "nuke"}]})
+        assert_problem(r, 422)
+    assert uploads(server) == before
+
+
+@needs_ffmpeg
+def test_hostile_file_name_is_kept_as_text_only(server: Server) -> None:
+    name = '../../<script>alert("x")</script>\r\n.mp3'
+    with server.client("uploader") as c:
+        r = upload(c, server.clip(start=4.0), name=name)
+        assert r.status_code == 202, r.text
+        body = r.json()
+    assert "/" not in body["filename"] and "\n" not in body["filename"]
+    assert body["id"] in uploads(server)
+
+
+@needs_ffmpeg
+def test_policy_versions_review_and_audit(server: Server) -> None:
+    with server.client("admin") as c:
+        r = c.patch("/v1/references/ref2", json={"owner": "label-a", "title": "Ref two"})
+        assert r.status_code == 200 and r.json()["owner"] == "label-a"
+    policy = {"rules": [{"name": "block uses", "action": "block"}]}
+    with server.client("owner") as c:
+        v1 = c.post("/v1/policies/label-a", json=policy)
+        assert v1.status_code == 201 and v1.json()["version"] >= 1
+        sim = c.post("/v1/policies/label-a/simulate", json={"rules": []}, params={"last": 50})
+        assert sim.status_code == 200 and "before" in sim.json()
+        assert [p["owner"] for p in c.get("/v1/policies").json()] == ["label-a"]
+    with server.client("uploader") as c:
+        sid = upload(c, server.clip("ref2", 3.0, 6.0)).json()["id"]  # 6 s: not manifest
+        done = wait_done(c, sid)
+    assert done["decision"]["action"] == "review"
+    assert done["decision"]["policy_versions"]["label-a"] == v1.json()["version"]
+    with server.client("moderator") as c:
+        queue = c.get("/v1/reviews", params={"owner": "label-a"}).json()
+        rv = next(q for q in queue if q["scan_id"] == sid)
+        assert rv["reason"] == "not_manifest" and rv["owners"] == ["label-a"]
+        r = c.post(f"/v1/reviews/{rv['id']}/decision",
+                   json={"action": "block", "note": "full chorus, no licence"})
+        assert r.status_code == 200 and r.json()["status"] == "decided"
+        again = c.post(f"/v1/reviews/{rv['id']}/decision", json={"action": "allow"})
+        assert_problem(again, 409, "review_already_decided")
+        scan = c.get(f"/v1/scans/{sid}").json()
+        assert scan["action"] == "block" and scan["decision"]["automated"] is False
+        assert scan["decided_by"].startswith("review:key:")
+        trail = c.get("/v1/audit", params={"subject": f"scan:{sid}"}).json()
+        assert [e["action"] for e in trail] == ["decision", "decision"]
+        assert c.get("/v1/audit/verify").json()["ok"]
+
+
+@needs_ffmpeg
+def test_references_crud_and_exclusions(server: Server) -> None:
+    with server.client("owner") as c:
+        with open(server.clip("ref3", 0.0, 15.0, "ogg"), "rb") as f:
+            r = c.post("/v1/references", files={"file": ("x.ogg", f)},
+                       data={"id": "owned-1", "title": "Owned"})
+        assert r.status_code == 201, r.text
+        assert r.json()["items"][0]["status"] in ("added", "skipped")
+        mine = [x["id"] for x in c.get("/v1/references").json()]
+        assert "owned-1" in mine or r.json()["items"][0]["status"] == "skipped"
+        assert_problem(c.post("/v1/references/ref0/exclusions",
+                              json={"start_ms": 0, "end_ms": 10, "reason": "x"}), 403)
+    with server.client("admin") as c:
+        assert_problem(c.get("/v1/references/nope"), 404)
+        r = c.post("/v1/references/ref4/exclusions",
+                   json={"start_ms": 0, "end_ms": 60_000, "reason": "public domain"})
+        assert r.status_code == 201
+        assert_problem(c.post("/v1/references/ref4/exclusions",
+                              json={"start_ms": 50, "end_ms": 10, "reason": "x"}), 422)
+    with server.client("uploader") as c:
+        sid = upload(c, server.clip("ref4", 2.0, 8.0)).json()["id"]
+        done = wait_done(c, sid)
+    ident = done["evidence"]["identification"]
+    assert ident["status"] == "no_match" and ident["reason"] == "excluded"
+    assert done["decision"]["action"] == "allow"
