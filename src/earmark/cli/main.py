@@ -9,6 +9,7 @@ from earmark import __version__
 from earmark.cli import admin as _admin
 from earmark.cli import catalog as _catalog
 from earmark.cli import demo as _demo
+from earmark.cli import demo_serve as _demo_serve
 from earmark.cli import detect as _detect
 from earmark.cli import models as _models
 from earmark.cli import scan as _scan
@@ -28,6 +29,7 @@ app.command("train")(_models.train)
 app.add_typer(_models.app, name="models")
 app.command("demo")(_demo.demo)
 app.command("serve")(_serve.serve)
+app.command("demo-serve")(_demo_serve.demo_serve)
 app.command("worker")(_serve.worker)
 app.add_typer(_admin.keys_app, name="keys")
 app.add_typer(_admin.users_app, name="users")
