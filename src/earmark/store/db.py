@@ -33,12 +33,14 @@ def database_url(home: str | os.PathLike[str], url: str | None = None) -> str:
     return f"sqlite:///{Path(home).resolve() / 'service.sqlite'}"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, immediate: bool = True) -> Engine:
     """An engine; SQLite connections get WAL, ``synchronous=FULL`` and a busy timeout.
 
     pysqlite's own transaction handling is switched off and ``BEGIN IMMEDIATE`` issued
-    instead, so a transaction that will write takes the write lock at its start (two
-    workers can never both read a queued job and then both claim it).
+    instead (``immediate``), so a transaction that will write takes the write lock at its
+    start (two workers can never both read a queued job and then both claim it). The
+    engine for reads issues a plain (deferred) ``BEGIN``: in WAL mode readers never wait
+    for the writer.
     """
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
@@ -57,7 +59,7 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 
@@ -88,6 +90,8 @@ class Database:
         if migrate:
             upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_engine = make_engine(url, immediate=False) if self.is_sqlite else self.engine
+        self._readers = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -100,11 +104,12 @@ class Database:
             yield s
 
     def reader(self) -> Session:
-        """A session for reads only (the caller closes it)."""
-        return self._sessions()
+        """A session for reads only (the caller closes it); it never takes the write lock."""
+        return self._readers()
 
     def close(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
 
 def open_db(*, home: str | os.PathLike[str], url: str | None = None,
