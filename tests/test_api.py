@@ -280,3 +280,51 @@ def test_references_crud_and_exclusions(server: Server) -> None:
     ident = done["evidence"]["identification"]
     assert ident["status"] == "no_match" and ident["reason"] == "excluded"
     assert done["decision"]["action"] == "allow"
+
+
+@needs_ffmpeg
+def test_webhooks_deliver_signed_decisions(server: Server) -> None:
+    import hashlib
+    import hmac
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((dict(self.headers), body))
+            self.send_response(204 if len(got) > 1 else 500)  # the first try fails
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    rx = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=rx.serve_forever, daemon=True).start()
+    try:
+        with server.client("admin") as c:
+            r = c.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{rx.server_port}/hook",
+                                             "events": ["decision"]})
+            assert r.status_code == 201
+            secret, hook = r.json()["secret"], r.json()["id"]
+            assert_problem(c.post("/v1/webhooks", json={"url": "ftp://x", "events": []}), 422)
+        with server.client("uploader") as c:
+            sid = upload(c, server.clip("ref5", 1.0, 7.0), external_id="hooked").json()["id"]
+            wait_done(c, sid)
+        deadline = time.monotonic() + 20  # the retry comes after a 2 s back-off
+        while len(got) < 2:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.1)
+        headers, body = got[1]
+        sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Earmark-Signature"] == sig
+        event = json.loads(body)
+        assert event["event"] == "decision" and event["data"]["scan_id"] == sid
+        assert event["data"]["external_id"] == "hooked"
+        assert json.loads(got[0][1])["delivery_id"] == event["delivery_id"]  # same delivery
+    finally:
+        rx.shutdown()
+        with server.client("admin") as c:
+            c.delete(f"/v1/webhooks/{hook}")
