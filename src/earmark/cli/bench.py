@@ -121,3 +121,42 @@ def trainable(
     cfg = SynthConfig(corpus=corpus, out=out, seed=seed, max_tracks=max_tracks or None)
     run(cfg, log=err.print, epochs=epochs)
     err.print(f"report: {out / 'trainable.md'} (PROXY generators, not commercial ones)")
+
+
+@app.command("service")
+def service(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder with manifest.csv."),
+    out: Path = typer.Option(Path("bench-out/service"), "--out", help="Where the report goes."),
+    clients: int = typer.Option(50, min=1, help="Concurrent clients (closed loop)."),
+    duration: float = typer.Option(600.0, min=1.0, help="Seconds of load."),
+    kill_worker_at: float | None = typer.Option(
+        None, "--kill-worker-at", help="Seconds into the load at which the worker gets "
+        "SIGKILL (a new one starts at once)."),
+    seed: int = typer.Option(0, help="Seed of the split, the clips and the clients."),
+    clips: int = typer.Option(96, min=4, help="Clips in the upload pool (5–30 s each)."),
+    lease_s: float = typer.Option(60.0, "--lease-s", min=1.0,
+                                  help="The worker's job lease (earmark worker --lease-s)."),
+    resend: float = typer.Option(0.05, min=0.0, max=1.0,
+                                 help="Share of uploads sent twice with one external_id."),
+    max_tracks: int = typer.Option(0, help="Use only this many corpus tracks (0: all)."),
+    keep: bool = typer.Option(False, help="Keep the service home and clips (a temp folder)."),
+) -> None:
+    """Load the moderation service (serve + a separate worker) and check no job is lost."""
+    from earmark.bench.service import ServiceBenchConfig, run
+
+    if not (corpus / "manifest.csv").is_file():
+        err.print(f"[red]error:[/] {corpus}/manifest.csv not found")
+        raise typer.Exit(2)
+    cfg = ServiceBenchConfig(corpus=corpus, out=out, clients=clients, duration_s=duration,
+                             kill_worker_at=kill_worker_at, seed=seed, clips=clips,
+                             lease_s=lease_s, resend=resend, max_tracks=max_tracks or None,
+                             keep=keep)
+    r = run(cfg, log=lambda m: err.print(m, markup=False, highlight=False))
+    c = r["checks"]
+    err.print(f"{r['accepted']} uploads, {r['throughput_per_min']} scans/min; upload → "
+              f"decision p50 {c['latency_db_s']['p50']} s, p95 {c['latency_db_s']['p95']} s; "
+              f"lost {c['lost']}, duplicated {c['duplicated']}, audit chain "
+              f"{'intact' if c['audit_chain_ok'] else 'BROKEN'}")
+    err.print(f"report: {out / 'report.md'}")
+    if c["lost"] or c["duplicated"] or not c["audit_chain_ok"]:
+        raise typer.Exit(1)
