@@ -154,52 +154,83 @@ class TripletFingerprinter:
         )
 
 
+class PeakStream:
+    """Peaks of a sample stream pushed block by block, the same as computed in one piece.
+
+    Frames are processed in chunks of ``chunk_blocks`` one-second thinning blocks with
+    enough context on either side (half the background window plus the peak radius), so a
+    chunk's peaks never depend on where the stream was cut. :meth:`push` returns the peaks
+    that became final, :meth:`finish` the rest; memory is bounded by one chunk plus margins.
+
+    Parameters
+    ----------
+    spec : SpectrogramParams
+    params : PeakParams
+    chunk_blocks : int
+        Thinning blocks per processed chunk (1 for the lowest latency).
+    """
+
+    def __init__(self, spec: SpectrogramParams, params: PeakParams, chunk_blocks: int) -> None:
+        self.spec, self.params = spec, params
+        block = max(1, round(spec.frame_rate))
+        self.chunk = block * chunk_blocks  # frames owned by one chunk
+        self.margin = params.bg_frames // 2 + params.time_radius + 2  # context either side
+        self.pad = spec.n_fft // 2
+        self.buf = np.zeros(self.pad, np.float32)  # padded stream from padded sample buf0
+        self.buf0 = 0
+        self.f0 = 0  # first frame not yet emitted
+        self.n_samples = 0
+
+    @property
+    def settled_frames(self) -> int:
+        """Frames whose peaks have all been returned."""
+        return self.f0
+
+    def _run(self, upto: int, final: bool) -> list[Peaks]:
+        spec, hop, out = self.spec, self.spec.hop, []
+        while True:
+            n_avail = 1 + (self.buf0 + self.buf.size - spec.n_fft) // hop  # computable frames
+            f1 = self.f0 + self.chunk
+            if not final and f1 + self.margin > n_avail:
+                return out
+            f1 = min(f1, upto) if final else f1
+            if f1 <= self.f0:
+                return out
+            g0 = max(0, self.f0 - self.margin)
+            g1 = min(n_avail, f1 + self.margin)
+            seg = self.buf[g0 * hop - self.buf0: (g1 - 1) * hop + spec.n_fft - self.buf0]
+            S, lin = padded_log_spectrogram(seg, spec, linear=True)
+            out.append(find_peaks(S, self.params, frame_rate=spec.frame_rate, frame0=g0,
+                                  keep=(self.f0, f1), refine=partial(_refine, lin, spec)))
+            self.f0 = f1
+            drop = max(0, (self.f0 - self.margin) * hop - self.buf0)
+            self.buf, self.buf0 = self.buf[drop:], self.buf0 + drop
+            if final and self.f0 >= upto:
+                return out
+
+    def push(self, block: np.ndarray) -> Peaks:
+        """Add samples; returns the peaks that are now final (absolute frames)."""
+        if not block.size:
+            return Peaks.empty()
+        self.n_samples += block.size
+        self.buf = np.concatenate([self.buf, block.astype(np.float32, copy=False)])
+        return Peaks.concat(self._run(0, final=False))
+
+    def finish(self) -> Peaks:
+        """The end of the stream: the remaining peaks."""
+        self.buf = np.concatenate([self.buf, np.zeros(self.pad + self.spec.hop, np.float32)])
+        n_frames = 1 + self.n_samples // self.spec.hop
+        return Peaks.concat(self._run(n_frames, final=True))
+
+
 def _stream_peaks(
     blocks: Iterable[np.ndarray], spec: SpectrogramParams, params: PeakParams, chunk_blocks: int
 ) -> tuple[Peaks, int]:
     """Peaks of a sample stream, in chunks of ``chunk_blocks`` thinning blocks plus margins."""
-    hop = spec.hop
-    block = max(1, round(spec.frame_rate))
-    chunk = block * chunk_blocks  # frames owned by one chunk
-    margin = params.bg_frames // 2 + params.time_radius + 2  # frames of context either side
-    pad = spec.n_fft // 2
-    buf = np.zeros(pad, np.float32)  # padded stream, starting at padded sample `buf0`
-    buf0 = 0
-    f0 = 0  # first frame not yet emitted
-    n_samples = 0
-    out: list[Peaks] = []
-
-    def run(upto: int, final: bool) -> None:
-        nonlocal buf, buf0, f0
-        while True:
-            n_avail = 1 + (buf0 + buf.size - spec.n_fft) // hop  # frames computable so far
-            f1 = f0 + chunk
-            if not final and f1 + margin > n_avail:
-                return
-            f1 = min(f1, upto) if final else f1
-            if f1 <= f0:
-                return
-            g0 = max(0, f0 - margin)
-            g1 = min(n_avail, f1 + margin)
-            seg = buf[g0 * hop - buf0: (g1 - 1) * hop + spec.n_fft - buf0]
-            S, lin = padded_log_spectrogram(seg, spec, linear=True)
-            out.append(find_peaks(S, params, frame_rate=spec.frame_rate, frame0=g0,
-                                  keep=(f0, f1),
-                                  refine=partial(_refine, lin, spec)))
-            f0 = f1
-            drop = max(0, (f0 - margin) * hop - buf0)
-            buf, buf0 = buf[drop:], buf0 + drop
-            if final and f0 >= upto:
-                return
-
-    for b in _nonempty(blocks):
-        n_samples += b.size
-        buf = np.concatenate([buf, b.astype(np.float32, copy=False)])
-        run(0, final=False)
-    buf = np.concatenate([buf, np.zeros(pad + hop, np.float32)])
-    n_frames = 1 + n_samples // hop
-    run(n_frames, final=True)
-    return Peaks.concat(out), n_samples
+    ps = PeakStream(spec, params, chunk_blocks)
+    out = [ps.push(b) for b in _nonempty(blocks)]
+    out.append(ps.finish())
+    return Peaks.concat(out), ps.n_samples
 
 
 def _refine(lin: np.ndarray, spec: SpectrogramParams, ti: np.ndarray, fi: np.ndarray
