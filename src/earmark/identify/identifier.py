@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from earmark.identify.calibrate import Calibration
-from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
+from earmark.identify.fingerprinter import Fingerprinter, QueryPrints, TripletFingerprinter
 from earmark.identify.match import Alignment, MatchParams, align
 from earmark.index.base import Candidates, IndexBackend
 
@@ -101,7 +101,17 @@ class Identifier:
         qp = fp.query(y)
         if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
             return Identification("no_match", "too_little_signal", dur_ms)
-        cand = self.lookup(qp.hashes.key)
+        return self.identify_prints(qp, self.lookup(qp.hashes.key))
+
+    def identify_prints(self, qp: QueryPrints, cand: Candidates) -> Identification:
+        """Align, calibrate and threshold a query's prints and their index candidates.
+
+        The second half of :meth:`identify`, for callers that fingerprint and look up
+        themselves (the live monitor keeps both incrementally). Times are in ``qp``'s own
+        coordinates; ``qp.duration_s`` is the query length.
+        """
+        fp = self.fingerprinter
+        dur_ms = round(qp.duration_s * 1000)
         al = align(qp, cand, self.params, fp.frame_rate)
         ref_hits = {k: int(np.count_nonzero(cand.ref_key == k)) for k in {a.ref_key for a in al}}
         matches = []
