@@ -47,7 +47,15 @@ import numpy as np
 
 from earmark import __version__
 from earmark.bench.identify import split_manifest
-from earmark.bench.service_report import _pct, _ro, kill_report, machine, plot, verify
+from earmark.bench.service_report import (
+    busy_cpu_s,
+    kill_report,
+    machine,
+    percentiles,
+    plot,
+    read_only,
+    verify,
+)
 from earmark.bench.service_report import write as write_report
 
 FORMATS = {"mp3": ["-c:a", "libmp3lame", "-b:a", "128k"], "ogg": ["-c:a", "libvorbis", "-q:a", "4"],
@@ -235,7 +243,7 @@ class Service:
         self.cpu[f"worker-{len(self.workers) - 1}"] = proc_cpu_s(p.pid) or 0.0
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
-        with contextlib.closing(_ro(self.home)) as con:
+        with contextlib.closing(read_only(self.home)) as con:
             held = [r[0] for r in con.execute(
                 "SELECT id FROM scans WHERE status = 'running' AND worker LIKE ?",
                 (f"%:{p.pid}:%",))]
@@ -390,17 +398,21 @@ def run(cfg: ServiceBenchConfig, log: Callable[[str], None] = print) -> dict[str
         key = _cli(env, "keys", "create", "--role", "uploader", "--name", "bench", "--db",
                    os.fspath(home))
         svc = Service(home, env, logs, cfg.lease_s)
+        busy0, self0, load0 = busy_cpu_s(), time.process_time(), os.getloadavg()
         svc.start()
         try:
             load = Load(cfg, svc, key, pool, log)
             t = time.monotonic()
             asyncio.run(load.run())
             drained_s = time.monotonic() - t - cfg.duration_s
-            with contextlib.closing(_ro(home)) as con:
+            with contextlib.closing(read_only(home)) as con:
                 left = dict(con.execute("SELECT status, count(*) FROM scans WHERE status IN "
                                         "('queued', 'running') GROUP BY status").fetchall())
         finally:
+            busy, mine = busy_cpu_s() - busy0, time.process_time() - self0
             svc.stop()
+        svc.cpu["bench clients"] = mine
+        svc.cpu["other processes"] = busy - sum(svc.cpu.values())
         checks = verify(home, load)
         ups = load.uploads
         result = {
@@ -419,12 +431,13 @@ def run(cfg: ServiceBenchConfig, log: Callable[[str], None] = print) -> dict[str
             "http_errors": dict(load.errors), "drain_s": round(drained_s, 1),
             "left_in_queue": left,
             "throughput_per_min": round(checks["decided_in_window"] / (cfg.duration_s / 60), 1),
-            "latency_client_s": _pct([u.t_done - u.t_submit for u in ups if u.t_done]),
+            "latency_client_s": percentiles([u.t_done - u.t_submit for u in ups if u.t_done]),
             "decisions": dict(Counter(u.action for u in ups if u.action)),
             "decisions_by_kind": {k: dict(Counter(u.action for u in ups
                                                   if u.kind == k and u.action))
                                   for k in sorted({u.kind for u in ups})},
             "cpu_s": {k: round(v, 1) for k, v in svc.cpu.items()},
+            "loadavg_before": [round(x, 2) for x in load0],
             "kill": kill_report(load, checks),
             "checks": {k: v for k, v in checks.items() if not k.startswith("_")},
         }

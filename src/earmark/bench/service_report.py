@@ -25,13 +25,13 @@ if TYPE_CHECKING:
     from earmark.bench.service import Load
 
 
-def _ro(home: Path) -> sqlite3.Connection:
+def read_only(home: Path) -> sqlite3.Connection:
     """A read-only connection to the service database (no write lock, unlike a session)."""
     return sqlite3.connect(f"file:{home / 'service.sqlite'}?mode=ro", uri=True, timeout=30)
 
 
 # -- the checks ----------------------------------------------------------------------------------
-def _pct(xs: list[float]) -> dict[str, float | None]:
+def percentiles(xs: list[float]) -> dict[str, float | None]:
     if not xs:
         return {"p50": None, "p95": None, "p99": None, "max": None, "n": 0}
     a = np.asarray(xs)
@@ -61,7 +61,7 @@ def verify(home: Path, load: Load) -> dict[str, Any]:
     def rel(x: str | None) -> float | None:
         return (dt.datetime.fromisoformat(x) - load.t0_wall).total_seconds() if x else None
 
-    with contextlib.closing(_ro(home)) as con:
+    with contextlib.closing(read_only(home)) as con:
         rows = {r[0]: ScanRow(r[1], r[2], r[3], rel(r[4]) or 0.0, rel(r[5]), rel(r[6]))
                 for r in con.execute(
                     "SELECT external_id, id, status, attempts, created_at, started_at, "
@@ -95,10 +95,12 @@ def verify(home: Path, load: Load) -> dict[str, Any]:
         "audit_chain_ok": chain.ok, "audit_entries": chain.entries,
         "attempts": dict(Counter(str(r.attempts) for r in mine)),
         "decided_in_window": sum(0 <= f <= load.cfg.duration_s for f in fin),
-        "latency_db_s": _pct([r.finished - r.created for r in mine if r.finished is not None]),
-        "queue_wait_db_s": _pct([r.started - r.created for r in mine if r.started is not None]),
-        "processing_db_s": _pct([r.finished - r.started for r in mine
-                                 if r.finished is not None and r.started is not None]),
+        "latency_db_s": percentiles([r.finished - r.created for r in mine
+                                     if r.finished is not None]),
+        "queue_wait_db_s": percentiles([r.started - r.created for r in mine
+                                        if r.started is not None]),
+        "processing_db_s": percentiles([r.finished - r.started for r in mine
+                                        if r.finished is not None and r.started is not None]),
         "_series": [(r.created, r.finished - r.created) for r in mine if r.finished is not None],
         "_finished": fin,
         "_rows": {r.id: r for r in mine},
@@ -145,6 +147,16 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "memory_gib": mem,
             "os": platform.platform(), "python": platform.python_version(),
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit}
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (``/proc/stat``), else 0."""
+    try:
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def plot(path: Path, series: list[tuple[float, float]], finished: list[float],
@@ -277,8 +289,10 @@ def write(path: Path, r: dict[str, Any]) -> None:
               "|---|" + "---|" * len(_ACTIONS)]
     for kind, n in r["decisions_by_kind"].items():
         lines.append(f"| {kind} | " + " | ".join(str(n.get(a, 0)) for a in _ACTIONS) + " |")
-    lines += ["", f"Attempts per scan: {c['attempts']}. CPU seconds by process: {r['cpu_s']} "
-              f"(≈ {_per_scan(r)} per decided scan).", ""]
+    lines += ["", f"Attempts per scan: {c['attempts']}. CPU seconds by process, from the "
+              f"service's start to its stop: {r['cpu_s']} (≈ {_per_scan(r)} per decided "
+              "scan; 'other processes' is what the rest of the machine used meanwhile, from "
+              f"`/proc/stat`; load average before the run {r['loadavg_before']}).", ""]
     path.write_text("\n".join(lines))
 
 
