@@ -205,9 +205,13 @@ def build_statement(ev: Evidence, decision: Decision, *, scan_id: str,
     ai_label = "ai_generated" in decision.labels
     refs = {r for o in drivers for r in o.reference_ids} if copyright_ else set()
     matches = [m for m in ev.identification.matches if m.reference_id in refs]
-    rules = [f"rule {o.rule!r} of the {'platform' if o.owner == PLATFORM else 'rights holder'}"
-             f"'s policy (version {o.policy_version}) asks {o.action}"
-             for o in drivers if o.rule]
+    # the platform's rules are its terms and are named; an owner's rule names are its own
+    # free text, which stays in the uploader's statement (``earmark.rules``) only
+    rules = [f"platform's rule {o.rule!r} (policy version {o.policy_version}) asks {o.action}"
+             if o.owner == PLATFORM else
+             f"rights holder's policy (version {o.policy_version}) asks {o.action}"
+             for o in drivers]
+    rules = list(dict.fromkeys(rules))
     facts = [_match_fact(m) for m in matches[:20]]
     if (ai := _ai_fact(ev)) is not None:
         facts.append(ai)
