@@ -472,3 +472,16 @@ def test_api_timeline_and_roles(server: Server) -> None:
         assert up.get(f"/v1/disputes/{did}").json()["history"][-1]["event"] == "takedown"
     with server.db.reader() as s:
         assert audit.verify(s).ok
+
+
+def test_worker_housekeeping_expires_on_the_real_clock(db: Database, tmp_path: Path) -> None:
+    from earmark.service.worker import Worker
+
+    past = dt.datetime.now(dt.UTC).replace(tzinfo=None) - 40 * DAY
+    sid = make_scan(db, [match("r", "label-a")], {"label-a": policy("label-a", "block")},
+                    decided_at=past)
+    d = svc.open_dispute(db, scan_id=sid, reason="no answer will come", who=UPLOADER,
+                         now=past + DAY)
+    Worker(db, home=tmp_path).housekeeping()
+    assert svc.get_dispute(db, d.id, who=MOD).state == "expired"
+    assert scan_row(db, sid).action == "allow"
