@@ -113,9 +113,12 @@ def test_monetize_and_a_person_decision() -> None:
     person = d.model_copy(update={"action": "block", "automated": False,
                                   "by": "review:user:jane.doe",
                                   "reasons": ["reviewed by user:jane.doe: block (Jane said)"]})
-    out = exported(build_statement(ev, person, scan_id="s", created_at=NOW))
+    body = build_statement(ev, person, scan_id="s", created_at=NOW)
+    out = exported(body)
     assert out["automated_decision"] == "AUTOMATED_DECISION_NOT_AUTOMATED"
     assert "jane" not in json.dumps(out).lower()  # reviewers and their notes stay out
+    told = body["earmark"]["reasons"][0]  # the uploader reads the note, not who wrote it
+    assert told == "reviewed by a moderator: block (Jane said)"
 
 
 @pytest.mark.parametrize(("territory", "scope"), [

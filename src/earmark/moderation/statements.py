@@ -25,7 +25,8 @@ https://github.com/digital-services-act/transparency-database). In particular:
   ``STATEMENT_CATEGORY_OTHER_VIOLATION_TC``.
 
 What is earmark's own — the redress route, the mute spans in ms, the matches with their
-owners and titles, policy and model versions — stays in the stored body under ``earmark``,
+owners and titles, the decision's reasons (a reviewer's note included, the reviewer not),
+policy and model versions — stays in the stored body under ``earmark``,
 which :func:`export_body` drops together with anything else the database does not know.
 The exported part holds no personal data: no uploader, no file name, no reviewer and no
 free text a person wrote (the facts are generated from the evidence alone).
@@ -104,6 +105,8 @@ REQUIRED: tuple[str, ...] = ("decision_ground", "content_type", "category",
                              "automated_decision", "puid")
 _PUID = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: who reviewed (``reviewed by user:jane: …``, :mod:`earmark.service.reviews`) is not told
+_REVIEWER = re.compile(r"^(reviewed by) \S+:")
 
 COPYRIGHT_GROUND = (
     "Copyright and related rights: communication to the public of a protected sound "
@@ -294,6 +297,7 @@ def build_statement(ev: Evidence, decision: Decision, *, scan_id: str,
         "decided_by": "policy" if decision.automated else "person",
         "decided_at": decision.decided_at.isoformat(),
         "policy_versions": dict(decision.policy_versions),
+        "reasons": [_REVIEWER.sub(r"\1 a moderator:", r)[:2000] for r in decision.reasons[:20]],
         "rules": [{"owner": o.owner, "rule": o.rule, "action": o.action,
                    "policy_version": o.policy_version} for o in decision.owners],
         "matches": [{"reference_id": m.reference_id, "title": m.title, "owner": m.owner,
