@@ -251,6 +251,9 @@ def test_pages_escape_names_and_players_get_ranges(site: Site) -> None:
         cached = list((site.ctx.home / "cache" / "spectrograms").glob("*.png"))
         assert [p.name for p in cached] == [f"{get_scan(site.ctx.db, site.scans[0]).sha256}.png"]
         assert c.get("/ui/scans/no-such-scan").status_code == 404
+        for bad in ("abc", "nan", "-1", "1e9"):
+            r = c.get("/ui/reviews", params={"older_than_h": bad, "reason": "not_manifest"})
+            assert r.status_code == 200 and "is not a number of hours" in r.text
 
 
 def _ref_audio(site: Site, scan_id: str) -> str:

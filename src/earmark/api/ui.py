@@ -228,12 +228,13 @@ def parse_filters(raw: dict[str, Any]) -> Filters:
     errors = []
     if r["older_than_h"]:
         try:
-            kw["older_than_h"] = float(r["older_than_h"])
-            if not 0 <= kw["older_than_h"] <= 1e6:
-                raise ValueError
+            hours = float(r["older_than_h"])
         except ValueError:
-            errors.append(f"age: {r['older_than_h']!r} is not a number of hours; ignored")
-            kw.pop("older_than_h")
+            hours = -1.0
+        if 0 <= hours <= 1e6:
+            kw["older_than_h"] = hours
+        else:
+            errors.append(f"Age: {r['older_than_h']!r} is not a number of hours; ignored.")
             r["older_than_h"] = ""
     return Filters(raw=r, kwargs=kw, errors=errors)
 
