@@ -19,7 +19,7 @@ from earmark.evidence import Evidence
 from earmark.moderation import audit
 from earmark.moderation.policy import RESTRICTIONS, Decision, PolicyBody, PolicyVersion
 from earmark.moderation.statements import build_statement
-from earmark.store.models import Delivery, Policy, Review, Scan, Statement, Webhook, utcnow
+from earmark.store.models import Delivery, Policy, Review, Scan, Statement, Webhook
 
 #: a match shorter than this is a "short match" in the review queue
 SHORT_MATCH_MS = 10_000
@@ -76,7 +76,7 @@ def record_decision(s: Session, scan: Scan, decision: Decision, *, actor: str,
                          ai_probability=ev.ai.ai_probability if ev.ai else None,
                          match_ms=best.query_match_ms if best else None))
     if decision.action in RESTRICTIONS:
-        body = build_statement(ev, decision, scan_id=scan.id, created_at=utcnow())
+        body = build_statement(ev, decision, scan_id=scan.id, created_at=decision.decided_at)
         s.add(Statement(scan_id=scan.id, action=decision.action, body=body))
     audit.append(s, actor=actor, action="decision", subject=f"scan:{scan.id}",
                  data={"action": decision.action, "by": decision.by,

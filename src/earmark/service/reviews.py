@@ -15,7 +15,7 @@ from earmark.moderation import audit
 from earmark.moderation.policy import Action, Decision, MuteSpan
 from earmark.service.decisions import record_decision
 from earmark.store.db import Database
-from earmark.store.models import Review, Scan, utcnow
+from earmark.store.models import Dispute, Review, Scan, utcnow
 
 #: what a reviewer may decide (``review`` again would loop)
 REVIEW_ACTIONS: tuple[Action, ...] = ("allow", "track", "label", "monetize", "mute", "block")
@@ -102,6 +102,13 @@ def decide_review(db: Database, review_id: int, *, action: Action, reviewer: str
         if r.status != "pending":
             raise ReviewConflict(f"review {review_id} was already decided ({r.action} by "
                                  f"{r.reviewer})")
+        if r.reason == "dispute":
+            d = s.scalars(select(Dispute.id).where(Dispute.scan_id == r.scan_id)
+                          .order_by(Dispute.id.desc())).first()
+            raise ReviewConflict(
+                f"review {review_id} is the human review of dispute {d}: decide it there "
+                f"(POST /v1/disputes/{d}/release or /uphold, or /takedown on an appeal), so "
+                "that the dispute and the decision agree")
         scan = s.get(Scan, r.scan_id)
         assert scan is not None and scan.evidence is not None
         ev = Evidence.model_validate(scan.evidence)

@@ -63,7 +63,7 @@ class Scan(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     action: Mapped[str | None] = mapped_column(String(16), index=True)
-    decided_by: Mapped[str | None] = mapped_column(String(16))  # policy | review | dispute
+    decided_by: Mapped[str | None] = mapped_column(String(160))  # policy | review:<who> | …
 
     __table_args__ = (Index("ix_scans_queue", "status", "created_at"),)
 
@@ -216,3 +216,17 @@ class AuditEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class LiveEvent(Base):
+    """An event of ``earmark monitor`` (match_started, …), kept for the server-sent-events
+    endpoint and the review pages; ``seq`` orders them for readers that follow."""
+
+    __tablename__ = "live_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(255), index=True)
+    event: Mapped[str] = mapped_column(String(32), index=True)
+    stream_ms: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
