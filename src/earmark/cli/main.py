@@ -12,6 +12,7 @@ from earmark.cli import demo as _demo
 from earmark.cli import demo_serve as _demo_serve
 from earmark.cli import detect as _detect
 from earmark.cli import models as _models
+from earmark.cli import monitor as _monitor
 from earmark.cli import scan as _scan
 from earmark.cli import serve as _serve
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(_catalog.app, name="catalog")
 app.command("scan")(_scan.scan)
 app.command("detect")(_detect.detect)
+app.command("monitor")(_monitor.monitor)
 app.command("train")(_models.train)
 app.add_typer(_models.app, name="models")
 app.command("demo")(_demo.demo)

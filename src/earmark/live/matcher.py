@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Incremental matching of one stream: a sliding window of settled prints, voted every hop.
+
+Each hop (1 s by default) the hashes that :class:`StreamPrints` settled are looked up once
+and kept with their candidates; the window holds the last ``window_s`` seconds of them. The
+window is aligned and calibrated by the file matcher's own code
+(:meth:`Identifier.identify_prints`), so a live match means what a file match means. The
+work per second is constant (one second of prints, one lookup, one vote over a bounded
+window) and so is the memory.
+
+:class:`MatchTracker` turns the per-window matches into a timeline: a match starts once two
+windows agree on the same alignment of the same reference *with new evidence* (the matched
+stretch grew), stays open while later windows extend it, and ends when the reference has not
+been seen for ``end_after_s``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from earmark.identify.fingerprinter import QueryPrints
+from earmark.identify.hashes import Hashes
+from earmark.identify.identifier import MIN_QUERY_S, Identifier, RefMatch
+from earmark.index.base import Candidates
+from earmark.live.prints import StreamPrints
+
+
+@dataclass
+class _Hop:
+    hashes: Hashes  #: stream frames
+    speed: np.ndarray
+    cand: Candidates  #: qidx into this hop's hashes
+    upto: float  #: stream frame up to which prints are settled after this hop
+    n_peaks: int
+
+
+@dataclass
+class WindowMatch:
+    """One reference found in the current window, on the stream's timeline (ms)."""
+
+    ref_key: int
+    confidence: float
+    stream_start_ms: int
+    stream_end_ms: int
+    ref_start_ms: int
+    ref_end_ms: int
+    speed_ratio: float
+    pitch_semitones: float
+    tempo_ratio: float
+
+    @property
+    def ref_at_zero(self) -> float:
+        """Reference time (ms) at stream time 0 on this alignment's line."""
+        return self.ref_start_ms - self.tempo_ratio * self.stream_start_ms
+
+
+class StreamMatcher:
+    """Feed samples at the fingerprinter's rate; get the window's matches every hop.
+
+    Parameters
+    ----------
+    identifier : Identifier
+    window_s : float
+        Seconds of settled prints voted together.
+    hop_s : float
+        Seconds of audio between votes.
+    max_refs : int
+        Only the references with the most candidates in the window are aligned (all of a
+        reference's candidates are kept, so its calibration sees the same null level).
+        Chance candidates spread over the whole catalog; a real match concentrates on one
+        reference, so this bounds the vote's cost on a large catalog.
+    """
+
+    def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
+                 hop_s: float = 1.0, max_refs: int = 32) -> None:
+        self.ident = identifier
+        self.fp = identifier.fingerprinter
+        self.prints = StreamPrints(self.fp)  # type: ignore[arg-type]
+        self.window_frames = window_s * self.fp.frame_rate
+        self.hop = max(1, round(hop_s * self.fp.sr))
+        self.max_refs = max_refs
+        self.hops: deque[_Hop] = deque()
+        self._pending = 0  # samples since the last vote
+        self.n_samples = 0
+
+    @property
+    def settled_ms(self) -> int:
+        """Stream time up to which prints are final (the matcher's view lags the input)."""
+        upto = self.hops[-1].upto if self.hops else 0.0
+        return round(upto / self.fp.frame_rate * 1000)
+
+    def push(self, y: np.ndarray) -> list[WindowMatch] | None:
+        """Add samples; returns the window's matches when a vote happened, else ``None``."""
+        self.n_samples += y.size
+        self._pending += y.size
+        s = self.prints.push(y)
+        if len(s.hashes) or not self.hops:
+            cand = self.ident.lookup(s.hashes.key) if len(s.hashes) else Candidates.concat([])
+            self.hops.append(_Hop(s.hashes, s.speed, cand, s.upto, s.n_peaks))
+        else:
+            self.hops[-1].upto = s.upto
+        while len(self.hops) > 1 and self.hops[0].upto < s.upto - self.window_frames:
+            self.hops.popleft()
+        if self._pending < self.hop:
+            return None
+        self._pending = 0
+        return self.vote()
+
+    def vote(self) -> list[WindowMatch]:
+        """Align the window's prints now."""
+        if not self.hops:
+            return []
+        fr = self.fp.frame_rate
+        end = self.hops[-1].upto
+        start = max(0.0, end - self.window_frames)
+        hs = [h for h in self.hops if len(h.hashes)]
+        if not hs or (end - start) / fr < MIN_QUERY_S:
+            return []
+        offs = np.cumsum([0] + [len(h.hashes) for h in hs[:-1]])
+        hashes = Hashes.concat([h.hashes for h in hs])
+        keep = hashes.t >= start
+        cand = Candidates.concat([Candidates(h.cand.qidx + o, h.cand.ref_key, h.cand.entry,
+                                             h.cand.t, h.cand.f, h.cand.span)
+                                  for h, o in zip(hs, offs, strict=True)])
+        # drop hashes (and their candidates) that slid out of the window
+        new_idx = np.cumsum(keep) - 1
+        ck = keep[cand.qidx]
+        cand = Candidates(new_idx[cand.qidx[ck]], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
+                          cand.f[ck], cand.span[ck])
+        hashes = Hashes(hashes.key[keep], hashes.t[keep] - np.float32(start), hashes.f[keep],
+                        hashes.span[keep])
+        if self.max_refs and len(cand):
+            refs, counts = np.unique(cand.ref_key, return_counts=True)
+            if refs.size > self.max_refs:
+                top = refs[np.argpartition(-counts, self.max_refs - 1)[: self.max_refs]]
+                ck = np.isin(cand.ref_key, top)
+                cand = Candidates(cand.qidx[ck], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
+                                  cand.f[ck], cand.span[ck])
+        speed = np.concatenate([h.speed for h in hs])[keep]
+        qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
+                         n_peaks=sum(h.n_peaks for h in hs))
+        found = self.ident.identify_prints(qp, cand)
+        t0 = round(start / fr * 1000)
+        return [_on_stream(m, t0) for m in found.matches]
+
+
+def _on_stream(m: RefMatch, t0_ms: int) -> WindowMatch:
+    s0 = min(m.segments, key=lambda s: s.query_start_ms)
+    s1 = max(m.segments, key=lambda s: s.query_end_ms)
+    return WindowMatch(ref_key=m.ref_key, confidence=float(m.confidence),
+                       stream_start_ms=t0_ms + s0.query_start_ms,
+                       stream_end_ms=t0_ms + s1.query_end_ms,
+                       ref_start_ms=s0.ref_start_ms, ref_end_ms=s1.ref_end_ms,
+                       speed_ratio=s0.speed_ratio, pitch_semitones=s0.pitch_semitones,
+                       tempo_ratio=s0.tempo_ratio)
+
+
+# -- the timeline ---------------------------------------------------------------------------
+@dataclass
+class LiveMatch:
+    """A match on the stream's timeline, open or closed."""
+
+    ref_key: int
+    stream_start_ms: int
+    stream_end_ms: int
+    ref_start_ms: int
+    ref_end_ms: int
+    speed_ratio: float
+    pitch_semitones: float
+    tempo_ratio: float
+    confidence: float
+    ref_at_zero: float
+    seen: int = 1  #: windows that supported it
+    started: bool = False
+    last_update_ms: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def duration_ms(self) -> int:
+        return self.stream_end_ms - self.stream_start_ms
+
+
+@dataclass
+class Change:
+    kind: str  #: "started", "updated", "ended"
+    match: LiveMatch
+    stream_ms: int
+
+
+class MatchTracker:
+    """Turn per-window matches into started / updated / ended matches.
+
+    Parameters
+    ----------
+    end_after_s : float
+        A match ends when its reference has not been seen for this long (stream time).
+    update_every_s : float
+        An open match reports its growth at most this often.
+    tempo_tol, offset_tol_ms : float
+        Two window matches are the same alignment when their tempos differ by less than
+        ``tempo_tol`` (relative) and their lines by less than ``offset_tol_ms``.
+    """
+
+    def __init__(self, *, end_after_s: float = 4.0, update_every_s: float = 5.0,
+                 tempo_tol: float = 0.03, offset_tol_ms: float = 600.0,
+                 min_growth_ms: int = 400) -> None:
+        self.end_after_ms = round(end_after_s * 1000)
+        self.update_every_ms = round(update_every_s * 1000)
+        self.tempo_tol, self.offset_tol_ms = tempo_tol, offset_tol_ms
+        self.min_growth_ms = min_growth_ms
+        self.open: list[LiveMatch] = []
+
+    def _same(self, a: LiveMatch, w: WindowMatch) -> bool:
+        return (a.ref_key == w.ref_key
+                and abs(a.tempo_ratio - w.tempo_ratio) <= self.tempo_tol * a.tempo_ratio
+                and abs(a.ref_at_zero - w.ref_at_zero) <= self.offset_tol_ms)
+
+    def update(self, found: list[WindowMatch], now_ms: int) -> list[Change]:
+        """Fold one window's matches in; ``now_ms`` is the stream time the window reaches."""
+        out: list[Change] = []
+        for w in found:
+            m = next((a for a in self.open if self._same(a, w)), None)
+            if m is None:
+                self.open.append(LiveMatch(
+                    ref_key=w.ref_key, stream_start_ms=w.stream_start_ms,
+                    stream_end_ms=w.stream_end_ms, ref_start_ms=w.ref_start_ms,
+                    ref_end_ms=w.ref_end_ms, speed_ratio=w.speed_ratio,
+                    pitch_semitones=w.pitch_semitones, tempo_ratio=w.tempo_ratio,
+                    confidence=w.confidence, ref_at_zero=w.ref_at_zero))
+                continue
+            grew = w.stream_end_ms >= m.stream_end_ms + self.min_growth_ms
+            m.stream_start_ms = min(m.stream_start_ms, w.stream_start_ms)
+            m.ref_start_ms = min(m.ref_start_ms, w.ref_start_ms)
+            if w.stream_end_ms > m.stream_end_ms:
+                m.stream_end_ms, m.ref_end_ms = w.stream_end_ms, max(m.ref_end_ms, w.ref_end_ms)
+            m.confidence = max(m.confidence, w.confidence)
+            m.speed_ratio, m.pitch_semitones = w.speed_ratio, w.pitch_semitones
+            m.tempo_ratio = w.tempo_ratio
+            if grew:
+                m.seen += 1
+            if not m.started and m.seen >= 2:
+                m.started, m.last_update_ms = True, now_ms
+                out.append(Change("started", m, now_ms))
+            elif m.started and now_ms - m.last_update_ms >= self.update_every_ms and grew:
+                m.last_update_ms = now_ms
+                out.append(Change("updated", m, now_ms))
+        still = []
+        for m in self.open:
+            if now_ms - m.stream_end_ms > self.end_after_ms:
+                if m.started:
+                    out.append(Change("ended", m, now_ms))
+            else:
+                still.append(m)
+        self.open = still
+        return out
+
+    def close(self, now_ms: int) -> list[Change]:
+        """The stream ended: every open match ends."""
+        out = [Change("ended", m, now_ms) for m in self.open if m.started]
+        self.open = []
+        return out

@@ -1,0 +1,217 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Watching streams: each source's blocks through the matcher, the AI detector and the
+escalation ladder, out as events.
+
+One :class:`StreamWatcher` per stream holds all of that stream's state (bounded: a window of
+prints, the open matches, one AI segment of audio), so a stream that fails touches nothing
+else; :func:`watch` runs one thread per source (decoding and the numeric kernels release
+the GIL) and returns when every source has ended.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from earmark.detect.base import AI_THRESHOLD, SPAN_THRESHOLD, Detector
+from earmark.live.escalate import Escalator, Grace
+from earmark.live.events import LiveEvent, Sink
+from earmark.live.matcher import Change, MatchTracker, StreamMatcher
+from earmark.live.sources import AudioSource, Block, SourceEvent
+from earmark.moderation.policy import PolicyVersion
+from earmark.service.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class WatchParams:
+    window_s: float = 8.0
+    hop_s: float = 1.0
+    end_after_s: float = 4.0
+    update_every_s: float = 5.0
+    ai_segment_s: float = 5.0
+    grace: Grace = field(default_factory=Grace)
+    territory: str | None = None
+
+
+class StreamWatcher:
+    """One stream: feed it blocks (at ``sr``), it emits events.
+
+    Parameters
+    ----------
+    stream : str
+        The stream id in events.
+    catalog : Catalog or None
+        Without one, only AI detection runs.
+    detector : Detector or None
+        Without one, only identification runs.
+    sr : int
+        Rate of the blocks fed in (the detector's rate when there is a detector).
+    """
+
+    def __init__(self, stream: str, *, catalog: Catalog | None, detector: Detector | None,
+                 sink: Sink, sr: int, params: WatchParams = WatchParams(),
+                 policies: Mapping[str, PolicyVersion] | None = None) -> None:
+        self.stream, self.sink, self.sr, self.p = stream, sink, sr, params
+        self.catalog, self.detector = catalog, detector
+        self.matcher: StreamMatcher | None = None
+        self.down = None
+        if catalog is not None:
+            ident = catalog.identifier
+            self.matcher = StreamMatcher(ident, window_s=params.window_s, hop_s=params.hop_s)
+            fsr = ident.fingerprinter.sr
+            if fsr != sr:
+                self.down = soxr.ResampleStream(sr, fsr, 1, dtype="float32", quality="HQ")
+        self.tracker = MatchTracker(end_after_s=params.end_after_s,
+                                    update_every_s=params.update_every_s)
+        self.escalator = Escalator(policies=policies or {}, grace=params.grace,
+                                   territory=params.territory, stream=stream)
+        self.ai_buf: list[np.ndarray] = []
+        self.ai_n = 0
+        self.ai_start = 0  # stream sample of the AI segment being filled
+        self.ai_open = False  # inside a run of AI-like segments
+        self.n = 0  # samples seen (stream timeline, gaps included)
+        self._refs: dict[int, dict[str, object]] = {}
+
+    # -- input ----------------------------------------------------------------------------
+    def ms(self, samples: int) -> int:
+        return samples * 1000 // self.sr
+
+    def emit(self, event: str, stream_ms: int, **data: object) -> None:
+        self.sink(LiveEvent(event, self.stream, int(stream_ms), data))
+
+    def feed(self, block: Block) -> None:
+        """One block of the stream (``block.start`` places it; a jump is a gap)."""
+        if block.start > self.n:  # a gap (reconnect): the window must not bridge it
+            self._gap(block.start)
+        self.n = block.start + block.samples.size
+        y = block.samples
+        if self.matcher is not None:
+            yd = self.down.resample_chunk(y) if self.down is not None else y
+            found = self.matcher.push(yd)
+            if found is not None:
+                self._changes(self.tracker.update(found, self.matcher.settled_ms))
+        if self.detector is not None:
+            self._ai(y)
+
+    def _gap(self, start: int) -> None:
+        now = self.ms(self.n)
+        self._changes(self.tracker.close(now))
+        if self.catalog is not None:
+            self.matcher = StreamMatcher(self.catalog.identifier, window_s=self.p.window_s,
+                                         hop_s=self.p.hop_s)
+            self.matcher.offset_ms = self.ms(start)
+        self.ai_buf, self.ai_n, self.ai_start = [], 0, start
+
+    def end(self) -> None:
+        """The stream ended: close open matches, score the last AI segment if long enough."""
+        self._changes(self.tracker.close(self.ms(self.n)))
+        if self.detector is not None and self.ai_n >= self.sr:
+            self._score(np.concatenate(self.ai_buf))
+
+    # -- matches --------------------------------------------------------------------------
+    def _ref(self, key: int) -> dict[str, object]:
+        if key not in self._refs and self.catalog is not None:
+            r = self.catalog.references_by_key([key]).get(key)
+            self._refs[key] = ({"id": r.id, "title": r.title, "owner": r.owner,
+                                "duration_ms": r.duration_ms} if r is not None
+                               else {"id": f"key:{key}"})
+        return self._refs.get(key, {"id": f"key:{key}"})
+
+    def _changes(self, changes: Sequence[Change]) -> None:
+        off = getattr(self.matcher, "offset_ms", 0) if self.matcher is not None else 0
+        for ch in changes:
+            m, ref = ch.match, self._ref(ch.match.ref_key)
+            data = {"reference_id": ref["id"], "title": ref.get("title"),
+                    "owner": ref.get("owner"), "confidence": round(m.confidence, 4),
+                    "query_start_ms": m.stream_start_ms + off,
+                    "query_end_ms": m.stream_end_ms + off,
+                    "ref_start_ms": m.ref_start_ms, "ref_end_ms": m.ref_end_ms,
+                    "match_ms": m.duration_ms, "speed_ratio": m.speed_ratio,
+                    "pitch_semitones": m.pitch_semitones, "tempo_ratio": m.tempo_ratio}
+            self.emit(f"match_{ch.kind}", ch.stream_ms + off, **data)
+            if ch.kind == "ended":
+                self.escalator.forget(m)
+                continue
+            for step in self.escalator.step(m, ref, ch.stream_ms):
+                self.emit("escalation", ch.stream_ms + off, reference_id=ref["id"],
+                          owner=ref.get("owner"), **step)
+        # open matches may cross a grace period without a change of their own
+        if self.matcher is not None:
+            now = self.matcher.settled_ms
+            for m in self.tracker.open:
+                if m.started:
+                    ref = self._ref(m.ref_key)
+                    for step in self.escalator.step(m, ref, now):
+                        self.emit("escalation", now + off, reference_id=ref["id"],
+                                  owner=ref.get("owner"), **step)
+
+    # -- AI -------------------------------------------------------------------------------
+    def _ai(self, y: np.ndarray) -> None:
+        seg = round(self.p.ai_segment_s * self.sr)
+        while y.size:
+            take = min(y.size, seg - self.ai_n)
+            self.ai_buf.append(y[:take])
+            self.ai_n += take
+            y = y[take:]
+            if self.ai_n == seg:
+                self._score(np.concatenate(self.ai_buf))
+                self.ai_start += self.ai_n
+                self.ai_buf, self.ai_n = [], 0
+
+    def _score(self, seg: np.ndarray) -> None:
+        assert self.detector is not None
+        s = self.detector.score(seg, self.sr, segment_ms=round(seg.size * 1000 / self.sr))
+        p = float(np.nanmax(s.probability)) if np.isfinite(s.probability).any() else None
+        t0 = self.ms(self.ai_start)
+        if p is not None and p >= AI_THRESHOLD and not self.ai_open:
+            self.ai_open = True
+            self.emit("ai_suspected", t0, ai_probability=round(p, 4), segment_start_ms=t0,
+                      segment_end_ms=t0 + self.ms(seg.size),
+                      detector=f"{self.detector.name}-{self.detector.version}")
+        elif p is None or p < SPAN_THRESHOLD:
+            self.ai_open = False
+
+
+def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
+          detector: Detector | None, sink: Sink, params: WatchParams = WatchParams(),
+          policies: Mapping[str, PolicyVersion] | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Watch every source in its own thread until all have ended (or ``stop`` is set)."""
+    srcs = list(sources)
+
+    def run(src: AudioSource) -> None:
+        w = StreamWatcher(src.id, catalog=catalog, detector=detector, sink=sink, sr=src.sr,
+                          params=params, policies=policies)
+        try:
+            for item in src:
+                if isinstance(item, SourceEvent):
+                    if item.kind == "stream_ended":
+                        w.end()
+                    w.emit(item.kind, item.stream_ms, detail=item.detail,
+                           **({"gap_ms": item.gap_ms} if item.kind == "stream_reconnected"
+                              else {}))
+                else:
+                    w.feed(item)
+        except Exception as exc:  # a bug must not take the other streams down
+            w.emit("stream_error", w.ms(w.n), detail=f"internal_error: {type(exc).__name__}: "
+                                                      f"{exc}")
+            w.emit("stream_ended", w.ms(w.n), detail="stopped after an internal error")
+
+    threads = [threading.Thread(target=run, args=(s,), name=f"watch-{s.id}", daemon=True)
+               for s in srcs]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+                if stop is not None and stop.is_set():
+                    for s in srcs:
+                        s.close()
+    finally:
+        for s in srcs:
+            s.close()

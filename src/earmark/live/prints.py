@@ -1,0 +1,114 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Query prints of an endless stream, computed once per sample.
+
+A file query is fingerprinted over the whole speed ladder in one piece
+(:meth:`TripletFingerprinter.query`). A stream cannot be: :class:`StreamPrints` keeps, for
+each rung of the ladder, a streaming resampler (soxr), a :class:`PeakStream` and the few
+peaks still needed as triplet partners, and returns each hash once, as soon as the peaks it
+is made of (and the strongest-peak choice of its target zone) can no longer change. The
+hashes are the ones the one-piece computation would give for the same stream, so the live
+matcher inherits the file matcher's speed and pitch robustness; the work per second of
+audio is constant and the state is bounded (no growth over a 24 h stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import soxr
+
+from earmark.identify.fingerprinter import PeakStream, TripletFingerprinter
+from earmark.identify.hashes import Hashes, triplet_hashes
+from earmark.identify.peaks import PeakParams, Peaks
+
+
+@dataclass
+class Settled:
+    """Hashes that became final, in the stream's own coordinates (frames of the
+    fingerprinter's frame rate; ``speed`` is the ladder rung of each hash)."""
+
+    hashes: Hashes
+    speed: np.ndarray
+    n_peaks: int
+    #: stream frame up to which every rung has settled (anchors before it are all out)
+    upto: float
+
+
+class _Rung:
+    def __init__(self, fp: TripletFingerprinter, v: float, chunk_blocks: int) -> None:
+        self.fp, self.v = fp, v
+        sr = fp.spec.sr
+        self.resampler = None if v == 1.0 else soxr.ResampleStream(
+            sr, sr * v, 1, dtype="float32", quality="LQ")
+        params = PeakParams(**{**fp.peaks.__dict__, "per_second": fp.query_peaks_per_second})
+        self.peaks = PeakStream(fp.spec, params, chunk_blocks)
+        self.buf = Peaks.empty()
+        self.done = 0.0  # rung frame: anchors before it have been hashed
+        self.zone = fp.hashes.dt_max * (1.0 + fp.query_widen)  # longest triplet, rung frames
+
+    def push(self, y: np.ndarray, last: bool = False) -> tuple[Hashes, int, float]:
+        if self.resampler is not None:
+            y = self.resampler.resample_chunk(y, last=last)
+        before = self.peaks.settled_frames
+        new = self.peaks.finish() if last else self.peaks.push(y)
+        fp = self.fp
+        if self.peaks.settled_frames == before and not last:  # nothing settled: no new hash
+            return Hashes.concat([]), 0, self.done / self.v
+        if len(new):
+            self.buf = Peaks.concat([self.buf, new])
+        # an anchor is final once every peak of its target zone is
+        limit = np.inf if last else self.peaks.settled_frames - self.zone - 1.0
+        h = triplet_hashes(self.buf, fp.hashes, fan=fp.query_fan, widen=fp.query_widen,
+                           margin=fp.query_margin)
+        keep = (h.t >= self.done) & (h.t < limit)
+        h = Hashes(h.key[keep], h.t[keep], h.f[keep], h.span[keep])
+        if np.isfinite(limit):
+            self.done = max(self.done, limit)
+            self.buf = Peaks(*(a[self.buf.t >= self.done]
+                               for a in (self.buf.t, self.buf.f, self.buf.s)))
+        # back to the stream's own coordinates (as TripletFingerprinter.query does)
+        v = np.float32(self.v)
+        h.t = h.t / v
+        h.span = h.span / v
+        h.f = h.f + np.float32(np.log2(self.v) * fp.spec.bins_per_octave)
+        return h, len(new), self.done / self.v
+
+
+class StreamPrints:
+    """Incremental query hashes of one stream over the speed ladder.
+
+    Parameters
+    ----------
+    fp : TripletFingerprinter
+    chunk_blocks : int
+        One-second peak blocks processed at a time per rung (1: lowest latency).
+
+    Notes
+    -----
+    Hashes come out late by about one second plus the peak picker's margin and the triplet
+    zone (~0.7 s) at speed 1, scaled by ``1/v`` for rung ``v``.
+    """
+
+    def __init__(self, fp: TripletFingerprinter, *, chunk_blocks: int = 1) -> None:
+        self.fp = fp
+        self.rungs = [_Rung(fp, v, chunk_blocks) for v in fp.ladder]
+        self.n_samples = 0
+
+    def push(self, y: np.ndarray, *, last: bool = False) -> Settled:
+        """Add mono float32 samples at ``fp.sr``; returns the hashes that became final."""
+        y = np.asarray(y, np.float32)
+        self.n_samples += y.size
+        parts, speeds, n_peaks, upto = [], [], 0, np.inf
+        for r in self.rungs:
+            h, n, u = r.push(y, last=last)
+            parts.append(h)
+            speeds.append(np.full(len(h), r.v, np.float32))
+            n_peaks += n
+            upto = min(upto, u)
+        hashes = Hashes.concat(parts)
+        order = np.argsort(hashes.t, kind="stable")
+        return Settled(Hashes(*(a[order] for a in (hashes.key, hashes.t, hashes.f,
+                                                   hashes.span))),
+                       np.concatenate(speeds)[order], n_peaks,
+                       float(upto) if np.isfinite(upto) else self.n_samples / self.fp.spec.hop)
