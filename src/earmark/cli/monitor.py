@@ -73,7 +73,7 @@ def monitor(
     if raw:
         try:
             f, rate, ch = raw.split(":")
-            fmt = RawFormat(fmt=f, rate=int(rate), channels=int(ch))
+            fmt = RawFormat(fmt=f, rate=int(rate), channels=int(ch))  # type: ignore[arg-type]
         except ValueError:
             die(f"--raw wants FMT:RATE:CHANNELS (e.g. s16le:44100:2), got {raw!r}")
     sr = det.sr if det is not None else cat.identifier.fingerprinter.sr  # type: ignore[union-attr]

@@ -187,7 +187,8 @@ class PeakStream:
         return self.f0
 
     def _run(self, upto: int, final: bool) -> list[Peaks]:
-        spec, hop, out = self.spec, self.spec.hop, []
+        spec, hop = self.spec, self.spec.hop
+        out: list[Peaks] = []
         while True:
             n_avail = 1 + (self.buf0 + self.buf.size - spec.n_fft) // hop  # computable frames
             f1 = self.f0 + self.chunk
@@ -215,6 +216,24 @@ class PeakStream:
         self.n_samples += block.size
         self.buf = np.concatenate([self.buf, block.astype(np.float32, copy=False)])
         return Peaks.concat(self._run(0, final=False))
+
+    def peek(self) -> Peaks:
+        """Provisional peaks of the frames after the settled ones, from the samples so far.
+
+        Not final: their one-second thinning block is incomplete and the right-hand context
+        short (only the peak radius is waited for), so a later :meth:`push` may return a
+        slightly different set. Nothing is consumed. For low-latency live matching.
+        """
+        spec, hop = self.spec, self.spec.hop
+        n_avail = 1 + (self.buf0 + self.buf.size - spec.n_fft) // hop
+        f1 = n_avail - (self.params.time_radius + 1)
+        if f1 <= self.f0:
+            return Peaks.empty()
+        g0 = max(0, self.f0 - self.margin)
+        seg = self.buf[g0 * hop - self.buf0: (n_avail - 1) * hop + spec.n_fft - self.buf0]
+        S, lin = padded_log_spectrogram(seg, spec, linear=True)
+        return find_peaks(S, self.params, frame_rate=spec.frame_rate, frame0=g0,
+                          keep=(self.f0, f1), refine=partial(_refine, lin, spec))
 
     def finish(self) -> Peaks:
         """The end of the stream: the remaining peaks."""

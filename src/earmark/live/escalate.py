@@ -81,7 +81,7 @@ class Escalator:
                 "owner": ref.get("owner"), "confidence": m.confidence,
                 "query_match_ms": dur, "query_match_pct": 100.0,
                 "ref_match_ms": m.ref_end_ms - m.ref_start_ms,
-                "ref_match_pct": float(ref.get("ref_match_pct") or 0.0),
+                "ref_match_pct": _pct(m.ref_end_ms - m.ref_start_ms, ref.get("duration_ms")),
                 "segments": [{"query_start_ms": m.stream_start_ms,
                               "query_end_ms": m.stream_end_ms,
                               "ref_start_ms": m.ref_start_ms, "ref_end_ms": m.ref_end_ms,
@@ -111,3 +111,7 @@ class Escalator:
 
     def forget(self, m: LiveMatch) -> None:
         self._states.pop(id(m), None)
+
+
+def _pct(part: int, whole: object) -> float:
+    return round(min(100.0, 100.0 * part / whole), 1) if isinstance(whole, int) and whole else 0.0

@@ -93,7 +93,7 @@ class StreamWatcher:
             yd = self.down.resample_chunk(y) if self.down is not None else y
             found = self.matcher.push(yd)
             if found is not None:
-                self._changes(self.tracker.update(found, self.matcher.settled_ms))
+                self._changes(self.tracker.update(found, self.matcher.now_ms))
         if self.detector is not None:
             self._ai(y)
 
@@ -122,7 +122,7 @@ class StreamWatcher:
         return self._refs.get(key, {"id": f"key:{key}"})
 
     def _changes(self, changes: Sequence[Change]) -> None:
-        off = getattr(self.matcher, "offset_ms", 0) if self.matcher is not None else 0
+        off = self.matcher.offset_ms if self.matcher is not None else 0
         for ch in changes:
             m, ref = ch.match, self._ref(ch.match.ref_key)
             data = {"reference_id": ref["id"], "title": ref.get("title"),
@@ -132,21 +132,22 @@ class StreamWatcher:
                     "ref_start_ms": m.ref_start_ms, "ref_end_ms": m.ref_end_ms,
                     "match_ms": m.duration_ms, "speed_ratio": m.speed_ratio,
                     "pitch_semitones": m.pitch_semitones, "tempo_ratio": m.tempo_ratio}
-            self.emit(f"match_{ch.kind}", ch.stream_ms + off, **data)
+            # the event happens now on the stream (the matcher's prints lag the input)
+            self.emit(f"match_{ch.kind}", self.ms(self.n), **data)
             if ch.kind == "ended":
                 self.escalator.forget(m)
                 continue
             for step in self.escalator.step(m, ref, ch.stream_ms):
-                self.emit("escalation", ch.stream_ms + off, reference_id=ref["id"],
+                self.emit("escalation", self.ms(self.n), reference_id=ref["id"],
                           owner=ref.get("owner"), **step)
         # open matches may cross a grace period without a change of their own
         if self.matcher is not None:
-            now = self.matcher.settled_ms
+            now = self.matcher.now_ms
             for m in self.tracker.open:
                 if m.started:
                     ref = self._ref(m.ref_key)
                     for step in self.escalator.step(m, ref, now):
-                        self.emit("escalation", now + off, reference_id=ref["id"],
+                        self.emit("escalation", self.ms(self.n), reference_id=ref["id"],
                                   owner=ref.get("owner"), **step)
 
     # -- AI -------------------------------------------------------------------------------

@@ -67,12 +67,24 @@ class _Rung:
             self.done = max(self.done, limit)
             self.buf = Peaks(*(a[self.buf.t >= self.done]
                                for a in (self.buf.t, self.buf.f, self.buf.s)))
-        # back to the stream's own coordinates (as TripletFingerprinter.query does)
+        return self._to_stream(h), len(new), self.done / self.v
+
+    def peek(self) -> Hashes:
+        """Provisional hashes of the anchors not yet final (see :meth:`PeakStream.peek`)."""
+        extra = self.peaks.peek()
+        pk = Peaks.concat([self.buf, extra]) if len(extra) else self.buf
+        fp = self.fp
+        h = triplet_hashes(pk, fp.hashes, fan=fp.query_fan, widen=fp.query_widen,
+                           margin=fp.query_margin)
+        keep = h.t >= self.done
+        return self._to_stream(Hashes(h.key[keep], h.t[keep], h.f[keep], h.span[keep]))
+
+    def _to_stream(self, h: Hashes) -> Hashes:
+        """Rung coordinates → the stream's own (as :meth:`TripletFingerprinter.query`)."""
         v = np.float32(self.v)
-        h.t = h.t / v
-        h.span = h.span / v
-        h.f = h.f + np.float32(np.log2(self.v) * fp.spec.bins_per_octave)
-        return h, len(new), self.done / self.v
+        return Hashes(h.key, h.t / v, h.f + np.float32(np.log2(self.v)
+                                                        * self.fp.spec.bins_per_octave),
+                      h.span / v)
 
 
 class StreamPrints:
@@ -106,9 +118,23 @@ class StreamPrints:
             speeds.append(np.full(len(h), r.v, np.float32))
             n_peaks += n
             upto = min(upto, u)
+        return self._sorted(parts, speeds, n_peaks,
+                            float(upto) if np.isfinite(upto)
+                            else self.n_samples / self.fp.spec.hop)
+
+    def peek(self) -> Settled:
+        """Hashes of the stream's newest second or two that are not final yet (they will
+        come out of :meth:`push` later, possibly slightly different). Nothing is consumed."""
+        parts = [r.peek() for r in self.rungs]
+        speeds = [np.full(len(h), r.v, np.float32) for r, h in zip(self.rungs, parts,
+                                                                    strict=True)]
+        return self._sorted(parts, speeds, 0, self.n_samples / self.fp.spec.hop)
+
+    @staticmethod
+    def _sorted(parts: list[Hashes], speeds: list[np.ndarray], n_peaks: int,
+                upto: float) -> Settled:
         hashes = Hashes.concat(parts)
         order = np.argsort(hashes.t, kind="stable")
         return Settled(Hashes(*(a[order] for a in (hashes.key, hashes.t, hashes.f,
                                                    hashes.span))),
-                       np.concatenate(speeds)[order], n_peaks,
-                       float(upto) if np.isfinite(upto) else self.n_samples / self.fp.spec.hop)
+                       np.concatenate(speeds)[order], n_peaks, upto)

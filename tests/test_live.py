@@ -1,0 +1,157 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Live monitoring: incremental prints, the window matcher, the match timeline, escalation,
+and the per-stream watcher's events — on generated music and a real catalog/index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SR, Library, music
+from earmark.identify.fingerprinter import TripletFingerprinter
+from earmark.live.escalate import Escalator, Grace
+from earmark.live.events import LiveEvent
+from earmark.live.matcher import LiveMatch, MatchTracker, StreamMatcher, WindowMatch
+from earmark.live.monitor import StreamWatcher
+from earmark.live.prints import StreamPrints
+from earmark.live.sources import Block
+from earmark.moderation.policy import PolicyBody, PolicyVersion, Rule
+from earmark.service.catalog import Catalog
+
+
+def stream_of(*parts: np.ndarray) -> np.ndarray:
+    return np.concatenate(parts).astype(np.float32)
+
+
+def run(watcher: StreamWatcher, y: np.ndarray, block: int = SR // 2) -> None:
+    for i in range(0, y.size, block):
+        watcher.feed(Block(i, y[i:i + block]))
+    watcher.end()
+
+
+def collect(catalog: Catalog | None, **kw: object) -> tuple[StreamWatcher, list[LiveEvent]]:
+    events: list[LiveEvent] = []
+    w = StreamWatcher("s1", catalog=catalog, detector=None, sink=events.append, sr=SR,
+                      **kw)  # type: ignore[arg-type]
+    return w, events
+
+
+def test_stream_prints_equal_the_one_piece_query() -> None:
+    fp = TripletFingerprinter()
+    y = music(7, 30.0)
+    one = fp.query(y)
+    sp = StreamPrints(fp)
+    rng = np.random.default_rng(0)
+    parts, i = [], 0
+    while i < y.size:  # blocks of random sizes: the cut points must not matter
+        n = int(rng.integers(100, 6000))
+        parts.append(sp.push(y[i:i + n]))
+        i += n
+    parts.append(sp.push(np.zeros(0, np.float32), last=True))
+    a = set(zip(one.hashes.key.tolist(), np.round(one.hashes.t, 1).tolist(), strict=True))
+    keys = np.concatenate([p.hashes.key for p in parts])
+    ts = np.concatenate([p.hashes.t for p in parts])
+    b = set(zip(keys.tolist(), np.round(ts, 1).tolist(), strict=True))
+    assert len(a & b) >= 0.97 * len(a) and len(b - a) <= 0.03 * len(b)
+    assert all(np.all(np.diff(p.hashes.t) >= 0) for p in parts)  # sorted within a push
+
+
+@pytest.mark.parametrize("delta_s", [12.0, 17.5])
+def test_match_starts_soon_and_moves_with_the_music(catalog: Catalog, library: Library,
+                                                    delta_s: float) -> None:
+    """Catalog music spliced in at Δ: the match starts within 5 s, at Δ on the stream and
+    at the right place in the reference; shifting Δ shifts the reported start."""
+    ref = library.signals["long"]
+    filler = music(906, 40.0)  # not in the catalog
+    y = stream_of(filler[: round(delta_s * SR)], ref[20 * SR: 45 * SR], filler[-8 * SR:])
+    w, events = collect(catalog)
+    run(w, y)
+    started = [e for e in events if e.event == "match_started"]
+    assert len(started) == 1, [e.to_json() for e in events]
+    e = started[0].to_json()
+    assert abs(e["ref_start_ms"] - e["query_start_ms"] - (20_000 - delta_s * 1000)) < 300
+    assert e["reference_id"] == "long"
+    assert abs(e["query_start_ms"] - delta_s * 1000) < 600
+    assert abs(e["ref_start_ms"] - 20_000) < 600
+    assert e["stream_ms"] - delta_s * 1000 <= 5000  # first detection
+    ended = [x.to_json() for x in events if x.event == "match_ended"]
+    assert len(ended) == 1 and abs(ended[0]["query_end_ms"] - (delta_s + 25) * 1000) < 1500
+    assert [x.event for x in events].count("match_updated") >= 2
+    for x in events:
+        j = x.to_json()
+        assert {"event", "stream", "stream_ms", "wall_time"} <= set(j)
+        assert j["wall_time"].endswith("Z")
+
+
+def test_sped_up_music_is_matched_with_its_speed(catalog: Catalog, library: Library) -> None:
+    import soxr
+
+    ref = library.signals["long"][10 * SR: 50 * SR]
+    fast = soxr.resample(ref, SR * 1.25, SR).astype(np.float32)  # nightcore: 1.25×
+    w, events = collect(catalog)
+    run(w, stream_of(music(906, 6.0), fast, music(907, 8.0)))
+    e = next(x.to_json() for x in events if x.event == "match_started")
+    assert e["reference_id"] == "long" and abs(e["speed_ratio"] - 1.25) < 0.03
+
+
+def test_no_match_on_music_that_is_not_in_the_catalog(catalog: Catalog) -> None:
+    w, events = collect(catalog)
+    run(w, stream_of(*(music(950 + k, 30.0) for k in range(4))))
+    assert not [e for e in events if e.event.startswith("match_")]
+
+
+def test_tracker_needs_new_evidence_to_start() -> None:
+    t = MatchTracker(end_after_s=3)
+    w = WindowMatch(ref_key=1, confidence=0.99, stream_start_ms=1000, stream_end_ms=4000,
+                    ref_start_ms=5000, ref_end_ms=8000, speed_ratio=1, pitch_semitones=0,
+                    tempo_ratio=1)
+    assert t.update([w], 5000) == []
+    assert t.update([w], 6000) == []  # the same stretch again: no new evidence
+    grown = WindowMatch(**{**w.__dict__, "stream_end_ms": 5000, "ref_end_ms": 9000})
+    (ch,) = t.update([grown], 7000)
+    assert ch.kind == "started" and ch.match.stream_start_ms == 1000
+    other = WindowMatch(**{**w.__dict__, "ref_start_ms": 50_000, "ref_end_ms": 53_000})
+    assert t.update([other], 7500) == []  # another alignment of the same reference: pending
+    (end,) = t.update([], 8100)
+    assert end.kind == "ended" and end.match.stream_end_ms == 5000
+    assert t.open == []  # the pending one expired too
+
+
+def test_escalation_follows_the_policy_and_the_grace_periods() -> None:
+    pol = {"label-a": PolicyVersion(owner="label-a", version=3, body=PolicyBody(
+        rules=[Rule(name="block", action="block")]))}
+    esc = Escalator(policies=pol, grace=Grace(mute_after_s=10, interrupt_after_s=20))
+    ref = {"id": "r", "owner": "label-a"}
+    m = LiveMatch(ref_key=1, stream_start_ms=0, stream_end_ms=4000, ref_start_ms=0,
+                  ref_end_ms=4000, speed_ratio=1, pitch_semitones=0, tempo_ratio=1,
+                  confidence=0.99, ref_at_zero=0)
+    steps = esc.step(m, ref, 4000)  # 4 s: not manifest → review → warn only
+    assert [s["level"] for s in steps] == ["warn"] and steps[0]["action"] == "review"
+    m.stream_end_ms = 12_000  # manifest now: block; mute waits for its grace period
+    assert esc.step(m, ref, 12_000) == []
+    assert [s["level"] for s in esc.step(m, ref, 14_100)] == ["mute"]
+    assert esc.step(m, ref, 30_000) == []
+    (s,) = esc.step(m, ref, 34_200)
+    assert s["level"] == "interrupt" and s["policy_versions"] == {"label-a": 3}
+    other = Escalator()  # default policies: track → no escalation
+    assert other.step(m, {"id": "r", "owner": "label-b"}, 40_000) == []
+
+
+def test_state_stays_bounded_on_a_long_stream(catalog: Catalog) -> None:
+    """Five minutes of stream: the matcher's window, every buffer and the process's memory
+    stay the same size (a 24 h stream is the same loop, longer)."""
+    import os
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    m = StreamMatcher(catalog.identifier, window_s=8.0)
+    piece = music(990, 60.0)
+    sizes = []
+    for minute in range(5):
+        for i in range(0, piece.size, SR):
+            m.push(piece[i:i + SR] * np.float32(0.5 + 0.05 * minute))
+        sizes.append((len(m.hops), max(len(r.buf) for r in m.prints.rungs), rss()))
+    assert max(s[0] for s in sizes) <= 12 and max(s[1] for s in sizes) < 400
+    assert sizes[-1][2] - sizes[1][2] < 20e6  # no growth with stream length
