@@ -24,7 +24,7 @@ from earmark import __version__
 from earmark.api import problems
 from earmark.api.deps import Context
 from earmark.api.observe import Metrics
-from earmark.api.routes import admin, policies, references, reviews, scans
+from earmark.api.routes import admin, live, policies, references, reviews, scans
 from earmark.config import Settings
 from earmark.errors import EarmarkError
 from earmark.service.scans import Limits
@@ -91,7 +91,8 @@ def create_app(ctx: Context, *, workers: int = 1, webhooks: bool = True) -> Fast
     app.add_middleware(SessionMiddleware, secret_key=ctx.settings.secret or secrets.token_hex(32),
                        session_cookie="earmark_session", same_site="strict",
                        https_only=False, max_age=12 * 3600)
-    for r in (scans.router, references.router, policies.router, reviews.router, admin.router):
+    for r in (scans.router, references.router, policies.router, reviews.router, admin.router,
+              live.router):
         app.include_router(r)
     _optional_routers(app)
 

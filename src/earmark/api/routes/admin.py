@@ -90,7 +90,7 @@ def delete_key(ctx: Ctx, who: Admin, key_id: str) -> KeyOut:
     return revoke_key(ctx.db, key_id, actor=who.id)
 
 
-EVENTS = ("decision", "review", "dispute")
+EVENTS = ("decision", "review", "dispute", "live")
 
 
 class WebhookIn(BaseModel):
