@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import os
 import re
 import shutil
@@ -50,9 +51,11 @@ PASSWORD = "correct horse battery"
 HOSTILE = "<img src=x onerror=alert(1)>\"'&amp;.mp3"
 
 needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()
+         and importlib.util.find_spec("selenium") is not None),
     reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, "
-           "/usr/bin/chromedriver): apt-get install chromium chromium-driver")
+           "/usr/bin/chromedriver: apt-get install chromium chromium-driver) and selenium "
+           "(pip install -e '.[dev]')")
 
 
 @dataclass

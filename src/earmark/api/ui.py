@@ -28,6 +28,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader
+from sqlalchemy import select
 
 from earmark.api import ui_view
 from earmark.api.deps import Ctx
@@ -46,7 +47,7 @@ from earmark.service.reviews import (
     list_reviews,
 )
 from earmark.service.scans import ScanNotFound, get_scan
-from earmark.store.models import Scan, User, utcnow
+from earmark.store.models import Dispute, Scan, User, utcnow
 
 HERE = Path(__file__).parent
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -56,7 +57,7 @@ env.globals.update(fmt_ms=ui_view.fmt_ms, ai_colour=ui_view.ai_colour)
 
 #: reasons a scan is sent to review (see :func:`earmark.service.decisions.review_reason`)
 REASONS = ("not_manifest", "short_match", "ai", "policy", "dispute")
-#: decision buttons and their keys, least to most restrictive
+#: the decision buttons in page order, with their keys (mute is "u": "m" is monetize)
 SHORTCUTS = {"allow": "a", "track": "t", "monetize": "m", "label": "l", "mute": "u",
              "block": "b"}
 HEADERS = {
@@ -275,6 +276,9 @@ def scan_page(request: Request, ctx: Ctx, scan_id: str, *, status: int = 200,
     pending = next((r for r in reviews if r.status == "pending"), None)
     ev = Evidence.model_validate(scan.evidence) if scan.evidence else None
     nxt = next_pending(ctx, request, pending.id if pending else None)
+    with ctx.db.reader() as s:
+        disputes = list(s.scalars(select(Dispute).where(Dispute.scan_id == scan.id)
+                                  .order_by(Dispute.id)).all())
     ref_urls = {m.reference_id: f"/v1/references/{quote(m.reference_id, safe='')}/audio"
                 for m in (ev.identification.matches if ev else [])}
     return page(
@@ -282,7 +286,7 @@ def scan_page(request: Request, ctx: Ctx, scan_id: str, *, status: int = 200,
         decision=scan.decision, error=error, note=note, shortcuts=SHORTCUTS,
         timeline=ui_view.timeline(ev) if ev else None,
         segments=ui_view.segments(ev) if ev else [], ref_urls=ref_urls,
-        matches=ui_view.match_rows(ev) if ev else [],
+        matches=ui_view.match_rows(ev) if ev else [], disputes=disputes,
         upload_url=f"/v1/scans/{quote(scan.id, safe='')}/audio",
         spectrogram_url=f"/ui/scans/{quote(scan.id, safe='')}/spectrogram.png",
         queue_url="/ui/reviews" + (f"?{q}" if (q := _queue_filters(request).query) else ""),
