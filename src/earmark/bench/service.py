@@ -276,6 +276,7 @@ class Load:
         self.uploads: list[Upload] = []
         self.errors: Counter[str] = Counter()
         self.kill: dict[str, Any] | None = None
+        self.others: list[tuple[float, float]] = []  #: (s, cores used by other processes)
         self.t0 = 0.0
         self.t0_wall = dt.datetime.min
 
@@ -293,12 +294,26 @@ class Load:
             tasks.append(asyncio.create_task(self.ticker()))
             await asyncio.gather(*tasks)
 
-    async def ticker(self) -> None:
+    async def ticker(self, every_s: float = 10.0) -> None:
+        """Progress every 30 s; every ``every_s`` the cores busy outside the service and
+        this load generator (other work on the machine) go to :attr:`others`."""
+        last = (self.now(), busy_cpu_s(), self._ours())
         while self.now() < self.cfg.duration_s:
-            await asyncio.sleep(30)
-            done = sum(u.final == "done" for u in self.uploads)
-            self.log(f"{self.now():5.0f} s: {len(self.uploads)} uploads, {done} decided, "
-                     f"errors {dict(self.errors) or 0}")
+            await asyncio.sleep(every_s)
+            cur = (self.now(), busy_cpu_s(), self._ours())
+            dt_s = cur[0] - last[0]
+            self.others.append((cur[0], max(0.0, (cur[1] - last[1]) - (cur[2] - last[2]))
+                                / dt_s))
+            last = cur
+            if int(cur[0] // 30) != int((cur[0] - every_s) // 30):
+                done = sum(u.final == "done" for u in self.uploads)
+                self.log(f"{self.now():5.0f} s: {len(self.uploads)} uploads, {done} decided, "
+                         f"errors {dict(self.errors) or 0}")
+
+    def _ours(self) -> float:
+        procs = [p for p in [self.svc.server, *self.svc.workers] if p and p.poll() is None]
+        gone = sum(self.svc.cpu.values())  # the killed worker's, read just before the kill
+        return time.process_time() + gone + sum(proc_cpu_s(p.pid) or 0.0 for p in procs)
 
     async def killer(self) -> None:
         assert self.cfg.kill_worker_at is not None
@@ -438,12 +453,13 @@ def run(cfg: ServiceBenchConfig, log: Callable[[str], None] = print) -> dict[str
                                   for k in sorted({u.kind for u in ups})},
             "cpu_s": {k: round(v, 1) for k, v in svc.cpu.items()},
             "loadavg_before": [round(x, 2) for x in load0],
+            "other_cores": [(round(t, 1), round(c, 2)) for t, c in load.others],
             "kill": kill_report(load, checks),
             "checks": {k: v for k, v in checks.items() if not k.startswith("_")},
         }
         (cfg.out / "result.json").write_text(json.dumps(result, indent=2, default=str))
         plot(cfg.out / "latency.png", checks["_series"], checks["_finished"],
-                            result["kill"], cfg.duration_s)
+             result["kill"], cfg.duration_s, load.others)
         write_report(cfg.out / "report.md", result)
         return result
     finally:

@@ -160,9 +160,10 @@ def busy_cpu_s() -> float:
 
 
 def plot(path: Path, series: list[tuple[float, float]], finished: list[float],
-         kill: dict[str, Any] | None, duration_s: float) -> None:
+         kill: dict[str, Any] | None, duration_s: float,
+         others: list[tuple[float, float]] | None = None) -> None:
     """Upload-to-decision time over the run (each scan, and p50/p95 per bin), decisions
-    per minute below; the kill marked."""
+    per minute below with the cores other processes on the machine used; the kill marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +192,12 @@ def plot(path: Path, series: list[tuple[float, float]], finished: list[float],
     counts, _ = np.histogram(fin, bins=edges)
     ax2.stairs(counts * 60 / bin_s, edges, color="tab:green")
     ax2.set_ylim(bottom=0)
-    ax2.set_ylabel("decisions / min")
+    ax2.set_ylabel("decisions / min", color="tab:green")
+    if others:
+        ax3 = ax2.twinx()
+        ax3.plot([a for a, _ in others], [b for _, b in others], color="tab:purple", lw=1)
+        ax3.set_ylabel("cores used by other processes", color="tab:purple", fontsize=8)
+        ax3.set_ylim(0, os.cpu_count() or 2)
     ax2.set_xlabel("seconds since the load started (by upload time above, decision time below)")
     for a in (ax, ax2):
         a.axvline(duration_s, color="grey", ls=":", lw=1)
@@ -281,18 +287,22 @@ def write(path: Path, r: dict[str, Any]) -> None:
               "hash chain recomputed (`earmark.moderation.audit.verify`).", ""]
     if k is not None:
         lines += [f"- **Kill**: at {k['at_s']:.0f} s the worker (pid {k['killed_pid']}) gets "
-                  f"SIGKILL and a new one (pid {k['new_pid']}) starts. A running job's lease "
-                  f"is {cfg['lease_s']:g} s, renewed every third of it, so the job the dead "
-                  f"worker held is taken over {cfg['lease_s'] * 2 / 3:.0f}–{cfg['lease_s']:g} s "
-                  "after its last heartbeat, with a fresh attempt token.", ""]
+                  f"SIGKILL and a new one (pid {k['new_pid']}) starts. A claim sets a lease "
+                  f"of {cfg['lease_s']:g} s that heartbeats renew every third of it; the "
+                  "job the dead worker held is claimed again, with a fresh attempt token, "
+                  "once that lease has run out: at most the lease after the kill, less the "
+                  "time since its last claim or heartbeat. A scan takes well under a third "
+                  "of the lease, so the wait is close to the whole lease.", ""]
     lines += ["## Decisions", "", "| clip kind | " + " | ".join(_ACTIONS) + " |",
               "|---|" + "---|" * len(_ACTIONS)]
     for kind, n in r["decisions_by_kind"].items():
         lines.append(f"| {kind} | " + " | ".join(str(n.get(a, 0)) for a in _ACTIONS) + " |")
     lines += ["", f"Attempts per scan: {c['attempts']}. CPU seconds by process, from the "
               f"service's start to its stop: {r['cpu_s']} (≈ {_per_scan(r)} per decided "
-              "scan; 'other processes' is what the rest of the machine used meanwhile, from "
-              f"`/proc/stat`; load average before the run {r['loadavg_before']}).", ""]
+              "scan). 'other processes' is what the rest of the machine used meanwhile "
+              "(from `/proc/stat`, less the service and the load generator; purple in the "
+              "plot): this machine is shared. Load average before the run "
+              f"{r['loadavg_before']}.", ""]
     path.write_text("\n".join(lines))
 
 
