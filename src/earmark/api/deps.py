@@ -60,9 +60,18 @@ def principal(
                              subject=f"{request.method} {request.url.path}"[:255])
         return who
     sess = request.scope.get("session") or {}
-    if sess.get("principal"):
-        p = sess["principal"]
-        return Principal(id=p["id"], role=p["role"], owner=p.get("owner"))
+    if sess.get("principal") and request.method in ("GET", "HEAD"):
+        # a signed-in reviewer's page reads the API (audio, JSON); changes go through the
+        # pages' own CSRF-checked forms. The user row is read again: a removed or demoted
+        # person loses access at once, whatever the cookie says.
+        from earmark.store.models import User
+
+        name = str(sess["principal"].get("id", "")).removeprefix("user:")
+        with ctx.db.reader() as s:
+            u = s.get(User, name)
+        if u is not None:
+            return Principal(id=f"user:{u.name}", role=u.role,  # type: ignore[arg-type]
+                             owner=u.owner)
     raise AuthError("send an API key: 'Authorization: Bearer em_…' or 'X-API-Key: em_…' "
                     "(make one with `earmark keys create`)")
 

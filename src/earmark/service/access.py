@@ -142,6 +142,9 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(dk, base64.b64decode(dk_b64))
 
 
+_DUMMY = hash_password("not a password of anyone")
+
+
 def add_user(db: Database, *, name: str, password: str, role: Role,
              owner: str | None = None, actor: str = "cli") -> None:
     """Create or reset a person's login."""
@@ -162,6 +165,9 @@ def add_user(db: Database, *, name: str, password: str, role: Role,
 def login(db: Database, name: str, password: str) -> Principal:
     with db.reader() as s:
         u = s.get(User, name)
-    if u is None or not check_password(password, u.password_hash):
+    if u is None:
+        check_password(password, _DUMMY)  # the same work: timing does not reveal names
+        raise AuthError("wrong name or password")
+    if not check_password(password, u.password_hash):
         raise AuthError("wrong name or password")
     return Principal(id=f"user:{u.name}", role=u.role, owner=u.owner)  # type: ignore[arg-type]

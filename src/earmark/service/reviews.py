@@ -103,12 +103,12 @@ def decide_review(db: Database, review_id: int, *, action: Action, reviewer: str
             raise ReviewConflict(f"review {review_id} was already decided ({r.action} by "
                                  f"{r.reviewer})")
         if r.reason == "dispute":
-            d = s.scalars(select(Dispute.id).where(Dispute.scan_id == r.scan_id)
-                          .order_by(Dispute.id.desc())).first()
+            did = s.scalars(select(Dispute.id).where(Dispute.scan_id == r.scan_id)
+                            .order_by(Dispute.id.desc())).first()
             raise ReviewConflict(
-                f"review {review_id} is the human review of dispute {d}: decide it there "
-                f"(POST /v1/disputes/{d}/release or /uphold, or /takedown on an appeal), so "
-                "that the dispute and the decision agree")
+                f"review {review_id} is the human review of dispute {did}: decide it there "
+                f"(POST /v1/disputes/{did}/release or /uphold, or /takedown on an appeal), "
+                "so that the dispute and the decision agree")
         scan = s.get(Scan, r.scan_id)
         assert scan is not None and scan.evidence is not None
         ev = Evidence.model_validate(scan.evidence)

@@ -31,13 +31,16 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_live_events_stream"), ["stream"], unique=False)
         batch_op.create_index(batch_op.f("ix_live_events_event"), ["event"], unique=False)
         batch_op.create_index(batch_op.f("ix_live_events_at"), ["at"], unique=False)
-    with op.batch_alter_table("scans", schema=None) as batch_op:
-        batch_op.alter_column("decided_by", existing_type=sa.String(length=16),
-                              type_=sa.String(length=160), existing_nullable=True)
+    if op.get_bind().dialect.name != "sqlite":  # SQLite does not enforce VARCHAR lengths,
+        # and rebuilding `scans` there would trip the foreign keys of reviews and statements
+        with op.batch_alter_table("scans", schema=None) as batch_op:
+            batch_op.alter_column("decided_by", existing_type=sa.String(length=16),
+                                  type_=sa.String(length=160), existing_nullable=True)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("scans", schema=None) as batch_op:
-        batch_op.alter_column("decided_by", existing_type=sa.String(length=160),
-                              type_=sa.String(length=16), existing_nullable=True)
+    if op.get_bind().dialect.name != "sqlite":
+        with op.batch_alter_table("scans", schema=None) as batch_op:
+            batch_op.alter_column("decided_by", existing_type=sa.String(length=160),
+                                  type_=sa.String(length=16), existing_nullable=True)
     op.drop_table("live_events")
