@@ -88,6 +88,8 @@ class StreamMatcher:
         self.max_refs = max_refs
         self.provisional = provisional
         self.now_ms = 0  #: stream time the last vote's window reached
+        #: vote again after half a hop (set while a match waits for its confirmation)
+        self.eager = False
         self.offset_ms = 0  #: stream time of this matcher's first sample (after a gap)
         self.hops: deque[_Hop] = deque()
         self._pending = 0  # samples since the last vote
@@ -111,7 +113,7 @@ class StreamMatcher:
             self.hops[-1].upto = s.upto
         while len(self.hops) > 1 and self.hops[0].upto < s.upto - self.window_frames:
             self.hops.popleft()
-        if self._pending < self.hop:
+        if self._pending < (self.hop // 2 if self.eager else self.hop):
             return None
         self._pending = 0
         return self.vote()
@@ -147,10 +149,12 @@ class StreamMatcher:
         hashes = Hashes(hashes.key[keep], hashes.t[keep] - np.float32(start), hashes.f[keep],
                         hashes.span[keep])
         if self.max_refs and len(cand):
-            refs, counts = np.unique(cand.ref_key, return_counts=True)
-            if refs.size > self.max_refs:
-                top = refs[np.argpartition(-counts, self.max_refs - 1)[: self.max_refs]]
-                ck = np.isin(cand.ref_key, top)
+            counts = np.bincount(cand.ref_key)
+            if np.count_nonzero(counts) > self.max_refs:
+                top = np.argpartition(-counts, self.max_refs - 1)[: self.max_refs]
+                keep_ref = np.zeros(counts.size, bool)
+                keep_ref[top] = True
+                ck = keep_ref[cand.ref_key]
                 cand = Candidates(cand.qidx[ck], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
                                   cand.f[ck], cand.span[ck])
         speed = np.concatenate([h.speed for h in hs])[keep]
@@ -216,16 +220,24 @@ class MatchTracker:
     tempo_tol, offset_tol_ms : float
         Two window matches are the same alignment when their tempos differ by less than
         ``tempo_tol`` (relative) and their lines by less than ``offset_tol_ms``.
+    instant_confidence, instant_ms : float, int
+        A window match this confident and at least this long starts at once, without
+        waiting for a second window (``None``: always wait).
     """
 
     def __init__(self, *, end_after_s: float = 4.0, update_every_s: float = 5.0,
                  tempo_tol: float = 0.03, offset_tol_ms: float = 600.0,
-                 min_growth_ms: int = 400) -> None:
+                 min_growth_ms: int = 400, instant_confidence: float | None = 0.999,
+                 instant_ms: int = 1500) -> None:
+        self.instant_confidence, self.instant_ms = instant_confidence, instant_ms
         self.end_after_ms = round(end_after_s * 1000)
         self.update_every_ms = round(update_every_s * 1000)
         self.tempo_tol, self.offset_tol_ms = tempo_tol, offset_tol_ms
         self.min_growth_ms = min_growth_ms
         self.open: list[LiveMatch] = []
+        #: recently ended matches: the window still holds their last seconds, which must not
+        #: start them again
+        self.ended: deque[LiveMatch] = deque(maxlen=16)
 
     def _same(self, a: LiveMatch, w: WindowMatch) -> bool:
         return (a.ref_key == w.ref_key
@@ -236,14 +248,23 @@ class MatchTracker:
         """Fold one window's matches in; ``now_ms`` is the stream time the window reaches."""
         out: list[Change] = []
         for w in found:
+            old = next((a for a in self.ended if self._same(a, w)), None)
+            if old is not None and w.stream_end_ms <= old.stream_end_ms + self.end_after_ms:
+                continue  # the tail of a match that has ended, still in the window
             m = next((a for a in self.open if self._same(a, w)), None)
             if m is None:
-                self.open.append(LiveMatch(
+                m = LiveMatch(
                     ref_key=w.ref_key, stream_start_ms=w.stream_start_ms,
                     stream_end_ms=w.stream_end_ms, ref_start_ms=w.ref_start_ms,
                     ref_end_ms=w.ref_end_ms, speed_ratio=w.speed_ratio,
                     pitch_semitones=w.pitch_semitones, tempo_ratio=w.tempo_ratio,
-                    confidence=w.confidence, ref_at_zero=w.ref_at_zero))
+                    confidence=w.confidence, ref_at_zero=w.ref_at_zero)
+                self.open.append(m)
+                if (self.instant_confidence is not None
+                        and w.confidence >= self.instant_confidence
+                        and w.stream_end_ms - w.stream_start_ms >= self.instant_ms):
+                    m.started, m.last_update_ms = True, now_ms
+                    out.append(Change("started", m, now_ms))
                 continue
             grew = w.stream_end_ms >= m.stream_end_ms + self.min_growth_ms
             m.stream_start_ms = min(m.stream_start_ms, w.stream_start_ms)
@@ -266,6 +287,7 @@ class MatchTracker:
             if now_ms - m.stream_end_ms > self.end_after_ms:
                 if m.started:
                     out.append(Change("ended", m, now_ms))
+                    self.ended.append(m)
             else:
                 still.append(m)
         self.open = still

@@ -94,6 +94,7 @@ class StreamWatcher:
             found = self.matcher.push(yd)
             if found is not None:
                 self._changes(self.tracker.update(found, self.matcher.now_ms))
+                self.matcher.eager = any(not m.started for m in self.tracker.open)
         if self.detector is not None:
             self._ai(y)
 

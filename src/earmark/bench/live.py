@@ -1,0 +1,331 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``earmark bench live``: first detection, false starts and concurrent streams.
+
+1. **First detection.** Streams of real music: ``lead_s`` of non-catalog music, then
+   ``music_s`` of a catalog track under one of the core edits (clean, sped up 1.25, speech
+   5 dB louder than the music, MP3 64 kbps), then more non-catalog music. The time from the
+   splice to the first ``match_started`` of the right reference, per edit (median, p90,
+   detection rate), and the start-time error.
+2. **False starts.** ``fp_hours`` of non-catalog music with stretches of speech between and
+   over it, in one stream: every ``match_started`` is false.
+3. **Concurrency.** N streams played at real-time pace from files, all at once, through
+   :func:`earmark.live.monitor.watch`'s per-stream threads: each block's lag (wall clock
+   minus stream time when it has been processed) per stream; the most streams per core
+   that keep up (p95 lag under a second, no growth).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earmark.audio import effects
+from earmark.audio.decode import decode
+from earmark.bench.grid import CLEAN, Edit, apply, speech_track
+from earmark.bench.identify import split_manifest
+from earmark.live.events import LiveEvent
+from earmark.live.monitor import StreamWatcher, WatchParams
+from earmark.live.sources import AudioSource, Block
+from earmark.service.catalog import Catalog, add_references, open_catalog
+
+SR = 16000  #: streams are built at this rate (the watcher resamples to the fingerprinter's)
+EDITS: tuple[Edit, ...] = (
+    CLEAN,
+    Edit("sped up 1.25", (("speed", {"ratio": 1.25}),), tempo=1.25,
+         pitch=12 * float(np.log2(1.25)), family="speed"),
+    Edit("speech +5 dB", (("speech", {"snr_db": -5.0}),), family="speech"),
+    Edit("mp3 64 kbps", (("codec", {"codec": "mp3", "bitrate_kbps": 64}),), family="codec"),
+)
+
+
+@dataclass
+class LiveBenchConfig:
+    corpus: Path
+    out: Path
+    seed: int = 0
+    per_edit: int = 25
+    lead_s: float = 20.0
+    music_s: float = 20.0
+    tail_s: float = 10.0
+    fp_hours: float = 1.0
+    streams: tuple[int, ...] = (20, 40, 60)
+    concurrency_s: float = 60.0
+    catalog: Path | None = None
+    jobs: int = 2
+    hop_s: float = 1.0
+
+
+@dataclass
+class Detection:
+    edit: str
+    reference_id: str
+    latency_ms: int | None  #: None: not detected while the music played (+ tail)
+    start_error_ms: int | None
+    wrong_starts: int
+    audio_s: float
+    cpu_s: float
+
+
+@dataclass
+class Result:
+    config: dict[str, Any]
+    machine: dict[str, Any]
+    detections: list[Detection] = field(default_factory=list)
+    fp: dict[str, Any] = field(default_factory=dict)
+    concurrency: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _tracks(corpus: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    return [(corpus / r["path"]).resolve() for r in rows]
+
+
+def build_catalog(cfg: LiveBenchConfig, rows: list[dict[str, Any]],
+                  log: Callable[[str], None]) -> Path:
+    home = cfg.catalog or cfg.out / "catalog"
+    if (home / "catalog.sqlite").exists():
+        log(f"catalog: reusing {home}")
+        return home
+    man = cfg.out / "catalog.csv"
+    man.parent.mkdir(parents=True, exist_ok=True)
+    with open(man, "w") as f:
+        f.write("id,path,title,artist,owner,isrc\n")
+        for r in rows:
+            f.write(f"{r['id']},{(cfg.corpus / r['path']).resolve()},,,{r['package']},\n")
+    t0 = time.monotonic()
+    with open_catalog(home=home, write=True) as cat:
+        rep = add_references(catalog=cat, manifest=man, jobs=cfg.jobs)
+    log(f"catalog: {rep.added} references in {time.monotonic() - t0:.0f} s")
+    return home
+
+
+def _feed(w: StreamWatcher, y: np.ndarray, block: int) -> float:
+    t0 = time.process_time()
+    for i in range(0, y.size, block):
+        w.feed(Block(i, y[i:i + block]))
+    w.end()
+    return time.process_time() - t0
+
+
+def _segment(path: Path, seconds: float, rng: np.random.Generator) -> np.ndarray | None:
+    y = decode(path, SR, allow_silent=True)
+    n = int(seconds * SR)
+    if y.size < n + SR:
+        return None
+    for _ in range(5):
+        a = int(rng.integers(0, y.size - n))
+        seg = y[a:a + n]
+        if float(np.sqrt(np.mean(seg**2))) > 1e-2:
+            return seg
+    return None
+
+
+def first_detection(cfg: LiveBenchConfig, cat: Catalog, cat_rows: list[dict[str, Any]],
+                    non_paths: list[Path], log: Callable[[str], None]) -> list[Detection]:
+    rng = np.random.default_rng(cfg.seed)
+    out: list[Detection] = []
+    for edit in EDITS:
+        done = 0
+        while done < cfg.per_edit:
+            row = cat_rows[int(rng.integers(len(cat_rows)))]
+            ref = decode((cfg.corpus / row["path"]).resolve(), SR, allow_silent=True)
+            need = int((cfg.music_s * edit.tempo + 1) * SR)
+            if ref.size < need + SR:
+                continue
+            a = int(rng.integers(0, ref.size - need))
+            if float(np.sqrt(np.mean(ref[a:a + need] ** 2))) < 1e-2:
+                continue
+            music = apply(edit, ref[a:a + need], SR, rng)[: int(cfg.music_s * SR)]
+            lead = _segment(non_paths[int(rng.integers(len(non_paths)))], cfg.lead_s, rng)
+            tail = _segment(non_paths[int(rng.integers(len(non_paths)))], cfg.tail_s, rng)
+            if lead is None or tail is None:
+                continue
+            y = np.concatenate([lead, music, tail]).astype(np.float32)
+            events: list[LiveEvent] = []
+            w = StreamWatcher("bench", catalog=cat, detector=None, sink=events.append, sr=SR,
+                              params=WatchParams(hop_s=cfg.hop_s))
+            cpu = _feed(w, y, SR // 2)
+            splice = round(cfg.lead_s * 1000)
+            starts = [e.to_json() for e in events if e.event == "match_started"]
+            right = [e for e in starts if e["reference_id"] == row["id"]]
+            truth_q0 = splice - round(a * 1000 / SR / edit.tempo)  # stream ms of ref time 0
+            out.append(Detection(
+                edit=edit.name, reference_id=row["id"],
+                latency_ms=right[0]["stream_ms"] - splice if right else None,
+                start_error_ms=(round(right[0]["query_start_ms"] - right[0]["ref_start_ms"]
+                                      / edit.tempo - truth_q0) if right else None),
+                wrong_starts=len(starts) - len(right), audio_s=y.size / SR, cpu_s=cpu))
+            done += 1
+        lat = [d.latency_ms for d in out if d.edit == edit.name and d.latency_ms is not None]
+        log(f"first detection, {edit.name}: {len(lat)}/{cfg.per_edit} detected, median "
+            f"{np.median(lat) / 1000 if lat else float('nan'):.2f} s")
+    return out
+
+
+def false_starts(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path],
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """One long stream of non-catalog music and speech: every match_started is false."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    speech = speech_track(SR)
+    events: list[LiveEvent] = []
+    w = StreamWatcher("fp", catalog=cat, detector=None, sink=events.append, sr=SR,
+                      params=WatchParams(hop_s=cfg.hop_s))
+    total, cpu, pos, k = cfg.fp_hours * 3600 * SR, 0.0, 0, 0
+    order = [non_paths[i] for i in rng.permutation(len(non_paths))]
+    while pos < total:
+        y = decode(order[k % len(order)], SR, allow_silent=True)
+        k += 1
+        if k % 4 == 0:  # speech over the music for a while
+            y = y.copy()
+            n = min(y.size, 30 * SR)
+            y[:n] = effects.mix_over(y[:n], np.resize(speech, n), 0.0)
+        if k % 5 == 0:  # a stretch of speech alone
+            y = np.concatenate([np.resize(speech, 20 * SR), y])
+        t0 = time.process_time()
+        for i in range(0, y.size, SR // 2):
+            w.feed(Block(pos + i, y[i:i + SR // 2]))
+        cpu += time.process_time() - t0
+        pos += y.size
+    w.end()
+    starts = [e.to_json() for e in events if e.event == "match_started"]
+    log(f"false starts: {len(starts)} in {pos / SR / 3600:.2f} h ({k} tracks)")
+    return {"hours": round(pos / SR / 3600, 3), "tracks": k, "match_started": len(starts),
+            "starts": starts[:50], "cpu_s": round(cpu, 1),
+            "x_realtime": round(pos / SR / max(cpu, 1e-9), 1)}
+
+
+def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: int,
+                log: Callable[[str], None]) -> dict[str, Any]:
+    """``n`` streams played in real time at once; lag per block per stream."""
+    work = cfg.out / "streams"
+    work.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):  # pre-rendered streams so that decoding is the source's own work
+        f = work / f"s{i:03d}.ogg"
+        if not f.exists():
+            src = non_paths[i % len(non_paths)]
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-stream_loop", "-1",
+                            "-i", str(src), "-t", str(cfg.concurrency_s + 5), "-ac", "2",
+                            "-c:a", "libvorbis", "-q:a", "3", str(f)], check=True)
+        files.append(f)
+    lags: list[list[float]] = [[] for _ in range(n)]
+    stop = threading.Event()
+
+    def run(i: int) -> None:
+        src = AudioSource(str(files[i]), id=f"s{i}", sr=SR, realtime=True)
+        w = StreamWatcher(src.id, catalog=cat, detector=None, sink=lambda e: None, sr=SR,
+                          params=WatchParams(hop_s=cfg.hop_s))
+        t0 = time.monotonic()
+        for item in src:
+            if stop.is_set():
+                src.close()
+            if isinstance(item, Block):
+                w.feed(item)
+                end_s = (item.start + item.samples.size) / SR
+                lags[i].append(time.monotonic() - t0 - end_s)
+                if end_s >= cfg.concurrency_s:
+                    src.close()
+
+    cpu0 = time.process_time()
+    wall0 = time.monotonic()
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(cfg.concurrency_s * 4)
+    stop.set()
+    wall = time.monotonic() - wall0
+    cpu = time.process_time() - cpu0
+    per = [np.asarray(x) for x in lags if x]
+    p95 = [float(np.percentile(x, 95)) for x in per]
+    last = [float(np.mean(x[-10:])) for x in per]
+    res = {"streams": n, "cores": os.cpu_count(), "wall_s": round(wall, 1),
+           "cpu_s": round(cpu, 1), "lag_p50_s": round(float(np.median(np.concatenate(per))), 3),
+           "lag_p95_s_worst_stream": round(max(p95), 3),
+           "lag_end_s_worst_stream": round(max(last), 3),
+           "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0)}
+    log(f"concurrency {n} streams: p95 lag (worst stream) {res['lag_p95_s_worst_stream']} s, "
+        f"kept up: {res['kept_up']}")
+    return res
+
+
+def run(cfg: LiveBenchConfig, log: Callable[[str], None] = print) -> Result:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    cat_rows, non_rows = split_manifest(cfg.corpus, cfg.seed, None)
+    home = build_catalog(cfg, cat_rows, log)
+    non_paths = _tracks(cfg.corpus, non_rows)
+    res = Result(config={k: (str(v) if isinstance(v, Path) else v)
+                         for k, v in asdict(cfg).items()},
+                 machine={"cpu": _cpu(), "cores": os.cpu_count(),
+                          "python": platform.python_version(),
+                          "date": time.strftime("%Y-%m-%d"), "commit": _commit()})
+    with open_catalog(home=home) as cat:
+        n, ms = cat.store.totals()
+        res.machine["catalog"] = {"references": n, "hours": round(ms / 3.6e6, 2)}
+        res.detections = first_detection(cfg, cat, cat_rows, non_paths, log)
+        res.fp = false_starts(cfg, cat, non_paths, log)
+        for k in cfg.streams:
+            res.concurrency.append(concurrency(cfg, cat, non_paths, k, log))
+    (cfg.out / "result.json").write_text(json.dumps(asdict(res), indent=1))
+    (cfg.out / "report.md").write_text(report(res))
+    return res
+
+
+def report(res: Result) -> str:
+    lines = [f"# earmark bench live — {res.machine['date']}, commit {res.machine['commit']}",
+             "", f"Machine: {res.machine['cpu']}, {res.machine['cores']} cores; catalog "
+             f"{res.machine['catalog']['references']} references "
+             f"({res.machine['catalog']['hours']} h).", "",
+             "## First detection after catalog music starts", "",
+             "| edit | detected | median | p90 | start error (median abs) | wrong starts |",
+             "|---|---|---|---|---|---|"]
+    for e in EDITS:
+        ds = [d for d in res.detections if d.edit == e.name]
+        lat = [d.latency_ms / 1000 for d in ds if d.latency_ms is not None]
+        err = [abs(d.start_error_ms) for d in ds if d.start_error_ms is not None]
+        lines.append(f"| {e.name} | {len(lat)}/{len(ds)} | "
+                     f"{np.median(lat):.2f} s | {np.percentile(lat, 90):.2f} s | "
+                     f"{np.median(err):.0f} ms | {sum(d.wrong_starts for d in ds)} |"
+                     if lat else f"| {e.name} | 0/{len(ds)} | – | – | – | – |")
+    audio = sum(d.audio_s for d in res.detections)
+    cpu = sum(d.cpu_s for d in res.detections)
+    lines += ["", f"One stream runs at {audio / max(cpu, 1e-9):.0f}× real time on one core "
+              "(identification only, CPU time of the first-detection runs).", "",
+              "## False starts on non-catalog music and speech", "",
+              f"{res.fp['match_started']} `match_started` in {res.fp['hours']} h "
+              f"({res.fp['tracks']} tracks, speech over a quarter of them and between a fifth).",
+              "", "## Concurrent streams in real time", "",
+              "| streams | cores | p50 lag | p95 lag (worst stream) | lag at the end (worst) "
+              "| CPU s / wall s | kept up |", "|---|---|---|---|---|---|---|"]
+    for c in res.concurrency:
+        lines.append(f"| {c['streams']} | {c['cores']} | {c['lag_p50_s']} s | "
+                     f"{c['lag_p95_s_worst_stream']} s | {c['lag_end_s_worst_stream']} s | "
+                     f"{c['cpu_s']} / {c['wall_s']} | {'yes' if c['kept_up'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
