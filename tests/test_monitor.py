@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
 from conftest import SR, Library, music, needs_ffmpeg, write_audio
 
 EVENT_KEYS = {"event", "stream", "stream_ms", "wall_time"}
