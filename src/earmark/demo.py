@@ -134,3 +134,36 @@ def make_ai_excerpts(corpus: Path, rows: list[dict[str, Any]], out: Path, seed: 
                         f"{a} with 0:10–0:20 re-synthesised (44.1 kHz ÷ 512 proxy)", ["ai"],
                         (10000, 20000)))
     return made
+
+
+def make_stream(corpus: Path, cat: list[dict[str, Any]], non: list[dict[str, Any]], out: Path,
+                seed: int = 0) -> tuple[Path, list[dict[str, Any]]]:
+    """A 90 s "broadcast" for the monitor demo: a non-catalog recording with two catalog
+    excerpts spliced in (at 0:20 for 15 s and at 0:55 for 20 s, the second sped up 1.1×).
+
+    Returns the Ogg file and the truth: reference id, stream ms where it starts, length ms.
+    """
+    sr = 44100
+    rng = np.random.default_rng(seed + 7)
+    base = next(y for r in (non[int(i)] for i in rng.permutation(len(non)))
+                if (y := decode(corpus / r["path"], sr, allow_silent=True)).size > 95 * sr)
+    y = base[: 90 * sr].copy()
+    truth = []
+    picks = [cat[int(i)] for i in rng.choice(len(cat), 8, replace=False)]
+    for (at_s, dur_s, spd), r in zip(((20, 15, 1.0), (55, 20, 1.1)),
+                                     (p for p in picks
+                                      if decode(corpus / p["path"], sr,
+                                                allow_silent=True).size > 60 * sr),
+                                     strict=False):
+        ref = decode(corpus / r["path"], sr, allow_silent=True)
+        a = int(rng.uniform(5, ref.size / sr - dur_s * spd - 5) * sr)
+        seg = ref[a: a + int(dur_s * spd * sr)]
+        if spd != 1.0:
+            seg = effects.speed(seg, sr, spd)
+        seg = seg[: dur_s * sr]
+        y[at_s * sr: at_s * sr + seg.size] = seg
+        truth.append({"id": r["id"], "at_ms": at_s * 1000, "ms": dur_s * 1000,
+                      "ref_ms": round(a * 1000 / sr)})
+    path = out / "stream.ogg"
+    _write(path, y, sr)
+    return path, truth

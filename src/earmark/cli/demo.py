@@ -95,6 +95,7 @@ def demo(
     err.print(f"{right} of {len(excerpts)} excerpts answered right. Try: .venv/bin/earmark scan "
               f"--db {out / 'earmark-data'} --json '{exdir}'/*")
     _detect_part(corpus, non_rows, out, seed)
+    _monitor_part(corpus, cat_rows, non_rows, out, seed)
 
 
 def _detect_part(corpus: Path, rows: list[dict], out: Path, seed: int) -> None:
@@ -131,3 +132,51 @@ def _detect_part(corpus: Path, rows: list[dict], out: Path, seed: int) -> None:
     stdout().print(table)
     err.print(f"{right} of {len(made)} clips as expected. Try: .venv/bin/earmark detect "
               f"--plot detect.png '{aidir}/04 partly AI (10–20 s).flac'")
+
+
+def _monitor_part(corpus: Path, cat_rows: list[dict], non_rows: list[dict], out: Path,
+                  seed: int) -> None:
+    """A stream of non-catalog music with two catalog excerpts spliced in, watched by the
+    same code as `earmark monitor` (played as fast as it decodes)."""
+    from earmark.demo import make_stream
+    from earmark.live.events import LiveEvent
+    from earmark.live.monitor import watch
+    from earmark.live.sources import AudioSource
+    from earmark.service.catalog import open_catalog
+
+    err = stderr()
+    path, truth = make_stream(corpus, cat_rows, non_rows, out, seed)
+    err.print(f"watching {path} (a non-catalog recording with catalog excerpts spliced in) …")
+    events: list[LiveEvent] = []
+    with open_catalog(home=out / "earmark-data") as cat:
+        watch([AudioSource(str(path), id="demo-stream",
+                           sr=cat.identifier.fingerprinter.sr)],
+              catalog=cat, detector=None, sink=events.append)
+    table = Table("spliced in", "at (stream)", "event", "stream time", "reference",
+                  "reference time", "", title=f"earmark monitor {path}")
+    right = 0
+    for t in truth:
+        hit = next((e.to_json() for e in events if e.event == "match_started"
+                    and e.data.get("reference_id") == t["id"]
+                    and abs(e.data["query_start_ms"] - t["at_ms"]) < 2000), None)
+        end = next((e.to_json() for e in events if e.event == "match_ended"
+                    and e.data.get("reference_id") == t["id"]), None)
+        right += hit is not None
+        mark = Text("✓" if hit else "✗", style="green" if hit else "red")
+        if hit is None:
+            table.add_row(t["id"], clock(t["at_ms"]), "no match_started", "", "", "", mark)
+            continue
+        table.add_row(t["id"], f"{clock(t['at_ms'])}–{clock(t['at_ms'] + t['ms'])}",
+                      "match_started", f"{clock(hit['stream_ms'])} "
+                      f"(+{(hit['stream_ms'] - t['at_ms']) / 1000:.1f} s)",
+                      hit["reference_id"], clock(hit["ref_start_ms"]), mark)
+        if end is not None:
+            table.add_row("", "", "match_ended", clock(end["stream_ms"]), "",
+                          f"{clock(end['query_start_ms'])}–{clock(end['query_end_ms'])} "
+                          "matched", "")
+    false = [e for e in events if e.event == "match_started"
+             and e.data.get("reference_id") not in {t["id"] for t in truth}]
+    stdout().print(table)
+    err.print(f"{right} of {len(truth)} spliced excerpts detected, {len(false)} false starts. "
+              f"Try: .venv/bin/earmark monitor --db {out / 'earmark-data'} --realtime "
+              f"'{path}' | jq -c .")
