@@ -158,3 +158,24 @@ def test_state_stays_bounded_on_a_long_stream(catalog: Catalog) -> None:
         sizes.append((len(m.hops), max(len(r.buf) for r in m.prints.rungs), rss()))
     assert max(s[0] for s in sizes) <= 12 and max(s[1] for s in sizes) < 400
     assert sizes[-1][2] - sizes[1][2] < 20e6  # no growth with stream length
+
+
+def test_ai_suspected_on_a_re_synthesised_stretch_only(library: Library) -> None:
+    """A stream whose middle 10 s went through a random transposed-conv decoder (a proxy of
+    a neural codec): one ai_suspected, placed on that stretch; real parts raise nothing."""
+    import soxr
+
+    from earmark.audio.decoders import random_decoder
+    from earmark.detect.residue import ResidueDetector
+
+    sr = 44100
+    y = soxr.resample(library.signals["long"][: 40 * SR], SR, sr).astype(np.float32)
+    fake = random_decoder(y, sr, gen_sr=44100, strides=(2, 4, 8, 8), seed=3)[15 * sr:25 * sr]
+    y[15 * sr:25 * sr] = fake * np.sqrt(np.mean(y[15 * sr:25 * sr] ** 2) / np.mean(fake**2))
+    events: list[LiveEvent] = []
+    w = StreamWatcher("ai", catalog=None, detector=ResidueDetector(), sink=events.append,
+                      sr=sr)
+    run(w, y, block=sr // 2)
+    ai = [e.to_json() for e in events if e.event == "ai_suspected"]
+    assert len(ai) == 1, ai
+    assert 15_000 <= ai[0]["segment_start_ms"] < 25_000 and ai[0]["ai_probability"] >= 0.9
