@@ -115,6 +115,21 @@ def test_events_reach_the_service_and_its_event_stream(catalog_home: Path, strea
         assert ids == sorted(ids) and len(ids) == len(out)
         r = httpx.get(url + "/v1/live/events", headers={"X-API-Key": "nope"})
         assert r.status_code == 401
+        # the review pages list them too (signed in as a moderator)
+        import re
+
+        from earmark.service.access import add_user
+
+        add_user(ctx.db, name="mo", password="a long password", role="moderator")
+        with httpx.Client(base_url=url, follow_redirects=True) as c:
+            form = c.get("/ui/login").text
+            token = re.search(r'name="csrf" value="([^"]+)"', form)
+            assert token is not None
+            c.post("/ui/login", data={"name": "mo", "password": "a long password",
+                                      "csrf": token.group(1)})
+            page = c.get("/ui/live")
+            assert page.status_code == 200 and "match_started" in page.text
+            assert "radio" in page.text
     finally:
         srv.should_exit = True
         t.join(10)

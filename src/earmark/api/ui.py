@@ -349,3 +349,16 @@ def decide(request: Request, ctx: Ctx, who: Reviewer, review_id: int,
         flash(request, "No more pending reviews match your filters.")
         return RedirectResponse("/ui/reviews?" + _queue_filters(request).query, 303)
     return RedirectResponse(f"/ui/scans/{quote(nxt.scan_id, safe='')}", 303)
+
+
+# -- live streams -----------------------------------------------------------------------------
+@router.get("/live", response_class=HTMLResponse)
+def live(request: Request, ctx: Ctx, who: Reviewer) -> Response:
+    """The events of `earmark monitor` streams: the last 200, then new ones as they come
+    (server-sent events from /v1/live/events/stream)."""
+    from earmark.store.models import LiveEvent
+
+    with ctx.db.reader() as s:
+        rows = list(s.scalars(select(LiveEvent).order_by(LiveEvent.seq.desc()).limit(200)))
+    return page(request, "live.html", rows=[{"seq": r.seq, **r.data} for r in rows],
+                last=rows[0].seq if rows else 0)

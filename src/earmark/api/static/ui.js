@@ -99,7 +99,35 @@
     });
   }
 
+  function live() {
+    const table = $("#live");
+    if (!table || !window.EventSource) return;
+    const body = table.querySelector("tbody");
+    const src = new EventSource("/v1/live/events/stream?after=" + table.dataset.last);
+    src.onmessage = null;
+    const add = (msg) => {
+      const e = JSON.parse(msg.data);
+      const tr = document.createElement("tr");
+      tr.className = "ev-" + e.event;
+      const what = [e.reference_id || "", e.level ? e.level + " (" + e.action + ")" : "",
+                    e.ai_probability !== undefined ? "AI " + e.ai_probability : "",
+                    e.detail || ""].filter(Boolean).join(" ");
+      for (const text of [e.wall_time, e.stream, (e.stream_ms / 1000).toFixed(1) + " s",
+                          e.event, what]) {
+        const td = document.createElement("td");
+        td.textContent = text;  // never innerHTML: stream names and details are untrusted
+        tr.appendChild(td);
+      }
+      body.insertBefore(tr, body.firstChild);
+    };
+    for (const name of ["match_started", "match_updated", "match_ended", "ai_suspected",
+                        "escalation", "stream_error", "stream_reconnected", "stream_ended"]) {
+      src.addEventListener(name, add);
+    }
+  }
+
   const page = document.body.dataset.page;
   if (page === "queue") queue();
   else if (page === "scan") scan();
+  else if (page === "live") live();
 })();
