@@ -33,6 +33,7 @@ class WatchParams:
     end_after_s: float = 4.0
     update_every_s: float = 5.0
     ai_segment_s: float = 5.0
+    max_refs: int = 0
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
 
@@ -61,7 +62,8 @@ class StreamWatcher:
         self.down = None
         if catalog is not None:
             ident = catalog.identifier
-            self.matcher = StreamMatcher(ident, window_s=params.window_s, hop_s=params.hop_s)
+            self.matcher = StreamMatcher(ident, window_s=params.window_s, hop_s=params.hop_s,
+                                         max_refs=params.max_refs)
             fsr = ident.fingerprinter.sr
             if fsr != sr:
                 self.down = soxr.ResampleStream(sr, fsr, 1, dtype="float32", quality="HQ")
@@ -103,7 +105,7 @@ class StreamWatcher:
         self._changes(self.tracker.close(now))
         if self.catalog is not None:
             self.matcher = StreamMatcher(self.catalog.identifier, window_s=self.p.window_s,
-                                         hop_s=self.p.hop_s)
+                                         hop_s=self.p.hop_s, max_refs=self.p.max_refs)
             self.matcher.offset_ms = self.ms(start)
         self.ai_buf, self.ai_n, self.ai_start = [], 0, start
 
