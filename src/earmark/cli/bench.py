@@ -160,3 +160,27 @@ def service(
     err.print(f"report: {out / 'report.md'}")
     if c["lost"] or c["duplicated"] or not c["audit_chain_ok"]:
         raise typer.Exit(1)
+
+
+@app.command("live")
+def live(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus folder with manifest.csv."),
+    out: Path = typer.Option(Path("bench-out/live"), "--out", help="Report folder."),
+    per_edit: int = typer.Option(25, min=1, help="Streams per core edit (first detection)."),
+    fp_hours: float = typer.Option(1.0, min=0.0, help="Hours of non-catalog music and speech."),
+    streams: str = typer.Option("20,40,60", help="Concurrent real-time stream counts."),
+    concurrency_s: float = typer.Option(60.0, min=5.0, help="Seconds of each concurrent run."),
+    catalog: Path | None = typer.Option(None, help="Reuse this catalog (80 % split)."),
+    seed: int = typer.Option(0, help="Seed of the split and the streams."),
+) -> None:
+    """Live monitoring: first detection per core edit, false starts, concurrent streams."""
+    from earmark.bench.live import LiveBenchConfig, run
+
+    if not (corpus / "manifest.csv").is_file():
+        err.print(f"[red]error:[/] {corpus}/manifest.csv not found")
+        raise typer.Exit(2)
+    n = tuple(int(x) for x in streams.split(",") if x.strip())
+    run(LiveBenchConfig(corpus=corpus, out=out, per_edit=per_edit, fp_hours=fp_hours,
+                        streams=n, concurrency_s=concurrency_s, catalog=catalog, seed=seed),
+        log=lambda m: err.print(m, markup=False, highlight=False))
+    err.print(f"report: {out / 'report.md'}")
