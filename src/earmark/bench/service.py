@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -83,7 +84,7 @@ class ServiceBenchConfig:
     max_tracks: int | None = None
     lease_s: float = 60.0  #: the worker's lease (``earmark worker --lease-s``; 60 s default)
     poll_s: float = 0.5
-    resend: float = 0.05  #: share of uploads sent a second time with the same external_id
+    resend: float = 0.05  #: share of uploads sent twice with one external_id (half at once)
     drain_s: float = 900.0
     jobs: int = 2
     keep: bool = False
@@ -114,8 +115,9 @@ class Upload:
     t_done: float | None = None
     final: str | None = None
     action: str | None = None
-    resend_code: int | None = None
-    resend_same_id: bool | None = None
+    dup: str | None = None  #: sent twice: "after" it was accepted, or "concurrent"ly
+    dup_codes: list[int | None] = field(default_factory=list)
+    dup_ok: bool | None = None  #: one 202 and one 200, both with the same scan id
 
 
 def _earmark(*args: str) -> list[str]:
@@ -335,15 +337,27 @@ class Load:
             n += 1
             self.uploads.append(up)
             terr = TERRITORIES[int(rng.integers(len(TERRITORIES)))]
-            code, body = await self.post(http, clip, up.external_id, terr, up)
+            dup = rng.random() < self.cfg.resend
+            twin = dup and rng.random() < 0.5  # half of the re-sends race the first POST
+            if twin:
+                (code, body), (code2, body2) = await asyncio.gather(
+                    self.post(http, clip, up.external_id, terr, up),
+                    self.post(http, clip, up.external_id, terr, None))
+                if body is None:  # the first failed: the twin's answer is the acceptance
+                    (code, body), (code2, body2) = (code2, body2), (code, body)
+            else:
+                code, body = await self.post(http, clip, up.external_id, terr, up)
             up.status_code = code
             if body is None or code not in (200, 202):
                 continue
             up.scan_id, up.t_accepted = body["id"], self.now()
-            if rng.random() < self.cfg.resend:  # the same upload again: idempotent
+            if dup and not twin:  # the same upload again, once accepted
                 code2, body2 = await self.post(http, clip, up.external_id, terr, None)
-                up.resend_code = code2
-                up.resend_same_id = body2 is not None and body2.get("id") == up.scan_id
+            if dup:
+                up.dup = "concurrent" if twin else "after"
+                up.dup_codes = [code, code2]
+                up.dup_ok = (sorted(x or 0 for x in up.dup_codes) == [200, 202]
+                             and body2 is not None and body2["id"] == up.scan_id)
             await self.poll(http, up)
 
     async def post(self, http: httpx.AsyncClient, clip: Clip, ext: str, terr: str,
@@ -396,6 +410,10 @@ def _utcnow() -> dt.datetime:
 
 
 # -- the run ---------------------------------------------------------------------------------
+def _exit_on_term(*_: object) -> None:
+    raise SystemExit(143)
+
+
 def run(cfg: ServiceBenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Set up, load, kill, drain, check; writes report.md, result.json and latency.png."""
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -405,6 +423,8 @@ def run(cfg: ServiceBenchConfig, log: Callable[[str], None] = print) -> dict[str
     home = work / "home"
     env = {**os.environ, "EARMARK_SECRET": secrets.token_urlsafe(32),
            "EARMARK_HOME": os.fspath(home)}
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop what we started
+        signal.signal(signal.SIGTERM, _exit_on_term)
     try:
         catalog, other = split_manifest(cfg.corpus, cfg.seed, cfg.max_tracks)
         owners = build_catalog(cfg, home, catalog, env, log)
@@ -441,8 +461,9 @@ def run(cfg: ServiceBenchConfig, log: Callable[[str], None] = print) -> dict[str
             "uploads": len(ups), "accepted": checks["accepted"],
             "rejected": sum(u.scan_id is None for u in ups),
             "post_retries": sum(max(0, u.posts - 1) for u in ups),
-            "resent": sum(u.resend_code is not None for u in ups),
-            "resent_ok": sum(u.resend_code == 200 and bool(u.resend_same_id) for u in ups),
+            "resent": {k: sum(u.dup == k for u in ups) for k in ("after", "concurrent")},
+            "resent_ok": {k: sum(u.dup == k and bool(u.dup_ok) for u in ups)
+                          for k in ("after", "concurrent")},
             "http_errors": dict(load.errors), "drain_s": round(drained_s, 1),
             "left_in_queue": left,
             "throughput_per_min": round(checks["decided_in_window"] / (cfg.duration_s / 60), 1),

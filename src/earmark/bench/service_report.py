@@ -246,8 +246,9 @@ def write(path: Path, r: dict[str, Any]) -> None:
         f"{c['scans_without_decision']} without one |",
         f"| audit chain | {'intact' if c['audit_chain_ok'] else '**broken**'} "
         f"({c['audit_entries']} entries) |",
-        f"| idempotent re-sends (same external_id → 200, same id) | {r['resent_ok']} of "
-        f"{r['resent']} |",
+        "| idempotent re-sends (same external_id: one 202, one 200, same id) | after "
+        f"acceptance {r['resent_ok']['after']} of {r['resent']['after']} right; concurrent "
+        f"{r['resent_ok']['concurrent']} of {r['resent']['concurrent']} right |",
         f"| HTTP errors seen by clients | {r['http_errors'] or 'none'} |",
         f"| queue drained after the window in | {r['drain_s']} s "
         f"(left queued/running: {r['left_in_queue'] or 0}) |",
@@ -278,9 +279,12 @@ def write(path: Path, r: dict[str, Any]) -> None:
               "service's capacity and upload → decision is mostly queue wait (≈ clients ÷ "
               "throughput, Little's law); an open-loop arrival rate below capacity would see "
               "the processing time instead.",
-              f"- **Idempotency**: {cfg['resend'] * 100:g} % of uploads are sent a second "
-              "time with the same `external_id`; the answer must be 200 with the same scan id. "
-              "A POST that fails in transport or with a 5xx is retried the same way.",
+              f"- **Idempotency**: {cfg['resend'] * 100:g} % of uploads are sent twice "
+              "with the same `external_id`: half again once the first is accepted, half as "
+              "two POSTs at the same moment (racing on the unique `external_id`). Either way "
+              "one answer must be 202 and the other 200, both with the same scan id, and the "
+              "database must hold one scan. A POST that fails in transport or with a 5xx is "
+              "retried the same way.",
               "- **Checks**, from the database once the queue has drained: one scan row per "
               "accepted upload with the id the client was given, every scan `done`, exactly "
               "one `decision` audit entry (`subject = scan:<id>`) per scan, and the audit "
