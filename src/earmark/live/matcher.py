@@ -10,8 +10,9 @@ window) and so is the memory.
 
 :class:`MatchTracker` turns the per-window matches into a timeline: a match starts once two
 windows agree on the same alignment of the same reference *with new evidence* (the matched
-stretch grew), stays open while later windows extend it, and ends when the reference has not
-been seen for ``end_after_s``.
+stretch grew), stays open while later windows extend it — also across a jump to another
+place of the same reference (a loop, a repeated chorus) — and ends when the reference has
+not been seen for ``end_after_s``.
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ class MatchTracker:
                  min_growth_ms: int = 400, instant_confidence: float | None = 0.999,
                  instant_ms: int = 1500) -> None:
         self.instant_confidence, self.instant_ms = instant_confidence, instant_ms
+        self.jump_gap_ms = 1000  #: a new line of an open reference continues it within this
         self.end_after_ms = round(end_after_s * 1000)
         self.update_every_ms = round(update_every_s * 1000)
         self.tempo_tol, self.offset_tol_ms = tempo_tol, offset_tol_ms
@@ -252,6 +254,12 @@ class MatchTracker:
             if old is not None and w.stream_end_ms <= old.stream_end_ms + self.end_after_ms:
                 continue  # the tail of a match that has ended, still in the window
             m = next((a for a in self.open if self._same(a, w)), None)
+            if m is None:  # a jump within the same reference (a loop, a repeat, a DJ cut)
+                m = next((a for a in self.open if a.started and a.ref_key == w.ref_key
+                          and a.stream_start_ms <= w.stream_start_ms
+                          <= a.stream_end_ms + self.jump_gap_ms), None)
+                if m is not None:  # continues the open match, on its new line
+                    m.ref_at_zero, m.tempo_ratio = w.ref_at_zero, w.tempo_ratio
             if m is None:
                 m = LiveMatch(
                     ref_key=w.ref_key, stream_start_ms=w.stream_start_ms,
@@ -267,10 +275,10 @@ class MatchTracker:
                     out.append(Change("started", m, now_ms))
                 continue
             grew = w.stream_end_ms >= m.stream_end_ms + self.min_growth_ms
-            m.stream_start_ms = min(m.stream_start_ms, w.stream_start_ms)
-            m.ref_start_ms = min(m.ref_start_ms, w.ref_start_ms)
+            if w.stream_start_ms < m.stream_start_ms:
+                m.stream_start_ms, m.ref_start_ms = w.stream_start_ms, w.ref_start_ms
             if w.stream_end_ms > m.stream_end_ms:
-                m.stream_end_ms, m.ref_end_ms = w.stream_end_ms, max(m.ref_end_ms, w.ref_end_ms)
+                m.stream_end_ms, m.ref_end_ms = w.stream_end_ms, w.ref_end_ms
             m.confidence = max(m.confidence, w.confidence)
             m.speed_ratio, m.pitch_semitones = w.speed_ratio, w.pitch_semitones
             m.tempo_ratio = w.tempo_ratio
