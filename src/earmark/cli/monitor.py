@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -40,6 +41,9 @@ def monitor(
         "--no-reconnect", help="Do not reconnect dropped network streams.")] = False,
     hop_s: Annotated[float, typer.Option("--hop-s", min=0.25, max=5.0,
                                          help="Seconds between votes.")] = 1.0,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, help="Processes the streams are spread over (default: one per "
+        "core, at most one per stream; standard input keeps everything in one).")] = None,
 ) -> None:
     """Watch live streams for catalog music and AI music; print events as they happen.
 
@@ -52,6 +56,7 @@ def monitor(
     from earmark.detect.base import get_detector
     from earmark.live.events import Fanout, JsonLines, ServiceSink
     from earmark.live.monitor import WatchParams, watch
+    from earmark.live.pool import SourceSpec, watch_parallel
     from earmark.live.sources import AudioSource, RawFormat
     from earmark.service.catalog import open_catalog
 
@@ -77,7 +82,7 @@ def monitor(
         except ValueError:
             die(f"--raw wants FMT:RATE:CHANNELS (e.g. s16le:44100:2), got {raw!r}")
     sr = det.sr if det is not None else cat.identifier.fingerprinter.sr  # type: ignore[union-attr]
-    srcs, seen = [], set()
+    srcs, seen, specs = [], set(), []
     for spec in sources:
         named = re.match(r"^([\w.-]+)=(.+)$", spec)
         sid, s = (named.group(1), named.group(2)) if named and not Path(spec).exists() \
@@ -89,6 +94,8 @@ def monitor(
             die(f"two streams are called {src.id!r}: name them, e.g. a={s}")
         seen.add(src.id)
         srcs.append(src)
+        specs.append(SourceSpec(s, src.id, sr, realtime, False if no_reconnect else None,
+                                fmt if s == "-" else None))
     sinks = [JsonLines(sys.stdout)]
     service_db = None
     if settings.database_url or (home / "service.sqlite").exists():
@@ -106,13 +113,24 @@ def monitor(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    n_jobs = jobs or max(1, min(len(srcs), len(os.sched_getaffinity(0))))
+    if any(s.spec == "-" for s in specs):
+        n_jobs = 1
     err.print(f"watching {len(srcs)} stream(s)"
               + (f" against {cat.store.totals()[0]} references" if cat else "")
-              + (f", AI detector {det.name}" if det else ""))
-    watch(srcs, catalog=cat, detector=det,
-          sink=Fanout(*sinks, errors=lambda m: err.print(f"warning: {m}")),
-          params=WatchParams(hop_s=hop_s, territory=territory.upper() if territory else None),
-          policies=policies, stop=stop)
+              + (f", AI detector {det.name}" if det else "")
+              + (f", in {n_jobs} processes" if n_jobs > 1 else ""))
+    sink = Fanout(*sinks, errors=lambda m: err.print(f"warning: {m}"))
+    params = WatchParams(hop_s=hop_s, territory=territory.upper() if territory else None)
+    if n_jobs > 1:
+        for s in srcs:
+            s.close()
+        watch_parallel(specs, home=home if cat is not None else None,
+                       detector=det_name if det is not None else None, sink=sink,
+                       jobs=n_jobs, params=params, policies=policies, stop=stop)
+    else:
+        watch(srcs, catalog=cat, detector=det, sink=sink, params=params, policies=policies,
+              stop=stop)
     if cat is not None:
         cat.close()
     if service_db is not None:

@@ -11,7 +11,8 @@ the GIL) and returns when every source has ended.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -183,13 +184,20 @@ class StreamWatcher:
 def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
           detector: Detector | None, sink: Sink, params: WatchParams = WatchParams(),
           policies: Mapping[str, PolicyVersion] | None = None,
-          stop: threading.Event | None = None) -> None:
-    """Watch every source in its own thread until all have ended (or ``stop`` is set)."""
+          stop: threading.Event | None = None,
+          on_lag: Callable[[str, float], None] | None = None) -> None:
+    """Watch every source in its own thread until all have ended (or ``stop`` is set).
+
+    ``on_lag(stream, seconds)`` is told, after each block, how far the processing is behind
+    the stream's clock (wall time since the first block minus the block's end in stream
+    time: meaningful for sources played at real-time pace).
+    """
     srcs = list(sources)
 
     def run(src: AudioSource) -> None:
         w = StreamWatcher(src.id, catalog=catalog, detector=detector, sink=sink, sr=src.sr,
                           params=params, policies=policies)
+        t0: float | None = None
         try:
             for item in src:
                 if isinstance(item, SourceEvent):
@@ -199,7 +207,12 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
                            **({"gap_ms": item.gap_ms} if item.kind == "stream_reconnected"
                               else {}))
                 else:
+                    if t0 is None:  # the first block came in when its end was due
+                        t0 = time.monotonic() - (item.start + item.samples.size) / src.sr
                     w.feed(item)
+                    if on_lag is not None:
+                        on_lag(src.id, time.monotonic() - t0
+                               - (item.start + item.samples.size) / src.sr)
         except Exception as exc:  # a bug must not take the other streams down
             w.emit("stream_error", w.ms(w.n), detail=f"internal_error: {type(exc).__name__}: "
                                                       f"{exc}")
