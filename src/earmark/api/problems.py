@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     "statement_not_found": 404,
     "unknown_reference": 404,
     "not_found": 404,
+    "key_not_found": 404,
     "review_already_decided": 409,
     "dispute_conflict": 409,
     "catalog_error": 409,

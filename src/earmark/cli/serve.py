@@ -58,7 +58,7 @@ def worker(
     ] = None,
     lease_s: Annotated[float, typer.Option(
         "--lease-s", min=1.0, help="Seconds a job stays ours without a heartbeat; after a "
-        "crash, other workers take its jobs over this long after.")] = 60.0,
+        "crash, other workers take its jobs over this long after.")] = 20.0,
     log_json: Annotated[bool, typer.Option("--log-json/--log-text")] = True,
 ) -> None:
     """Take scan jobs from the service database's queue until stopped (SIGTERM / Ctrl-C)."""

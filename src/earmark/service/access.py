@@ -43,6 +43,10 @@ class Forbidden(EarmarkError):
     code = "forbidden"
 
 
+class KeyNotFound(EarmarkError):
+    code = "key_not_found"
+
+
 @dataclass(frozen=True)
 class Principal:
     """An authenticated caller: ``key:<id>`` or ``user:<name>``."""
@@ -101,7 +105,7 @@ def revoke_key(db: Database, key_id: str, *, actor: str) -> KeyOut:
     with db.session() as s:
         k = s.get(ApiKey, key_id)
         if k is None:
-            raise EarmarkError(f"no key {key_id!r}")
+            raise KeyNotFound(f"no key {key_id!r} (see GET /v1/keys or `earmark keys list`)")
         if k.revoked_at is None:
             k.revoked_at = utcnow()
             audit.append(s, actor=actor, action="key.revoke", subject=f"key:{key_id}")

@@ -56,9 +56,12 @@ def list_policies(db: Database, *, owner: str | None = None) -> list[PolicyOut]:
             rows = s.scalars(select(Policy).where(Policy.owner == owner)
                              .order_by(Policy.version)).all()
             return [_out(p) for p in rows]
-        return [PolicyOut(owner=o, version=pv.version, body=pv.body, created_by=None,
-                          created_at=dt.datetime.min)
-                for o, pv in current_policies(s).items()]
+        newest = (select(Policy.owner, func.max(Policy.version).label("v"))
+                  .group_by(Policy.owner).subquery())
+        rows = s.scalars(select(Policy).join(newest, (Policy.owner == newest.c.owner)
+                                             & (Policy.version == newest.c.v))
+                         .order_by(Policy.owner)).all()
+        return [_out(p) for p in rows]
 
 
 def get_policy(db: Database, *, owner: str, version: int | None = None) -> PolicyOut:

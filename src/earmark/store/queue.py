@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from earmark.store.db import Database
 from earmark.store.models import Scan, utcnow
 
-LEASE_S = 60.0  #: a job not heartbeaten for this long is taken over
+LEASE_S = 20.0  #: a job not heartbeaten for this long is taken over (beats every third)
 MAX_ATTEMPTS = 3  #: a job that failed (or whose worker died) this often fails for good
 
 
