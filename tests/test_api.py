@@ -328,3 +328,13 @@ def test_webhooks_deliver_signed_decisions(server: Server) -> None:
         rx.shutdown()
         with server.client("admin") as c:
             c.delete(f"/v1/webhooks/{hook}")
+
+
+@needs_ffmpeg
+def test_an_external_id_is_its_clients_own(server: Server) -> None:
+    with server.client("uploader") as c:
+        r = upload(c, server.clip("ref0", 1.0, 6.0), external_id="mine-1")
+        assert r.status_code == 202
+    with server.client("other-uploader") as c:
+        assert_problem(upload(c, server.clip("ref0", 1.0, 6.0), external_id="mine-1"), 409,
+                       "external_id_taken")

@@ -33,6 +33,7 @@ STATUS: dict[str, int] = {
     "review_already_decided": 409,
     "dispute_conflict": 409,
     "catalog_error": 409,
+    "external_id_taken": 409,
     "upload_too_large": 413,
     "input_too_long": 413,
     "unsupported_format": 415,

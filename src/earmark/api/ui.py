@@ -338,11 +338,12 @@ def decide(request: Request, ctx: Ctx, who: Reviewer, review_id: int,
     try:
         done = decide_review(ctx.db, review_id, action=action,  # type: ignore[arg-type]
                              reviewer=who.id, note=note)
-    except ReviewConflict:
+    except ReviewConflict as exc:
         now = get_review(ctx.db, review_id)
+        msg = (f"Someone decided this review first: {now.action} by {now.reviewer}."
+               if now.status == "decided" else str(exc))
         return scan_page(request, ctx, review.scan_id, status=409,
-                         error=f"Someone decided this review first: {now.action} by "
-                               f"{now.reviewer}. Your decision was not recorded.")
+                         error=f"{msg} Your decision was not recorded.")
     flash(request, f"Recorded: {done.action} for “{done.filename}”.")
     nxt = next_pending(ctx, request, review_id)
     if nxt is None:

@@ -21,10 +21,12 @@ import soxr
 from earmark.detect.base import AI_THRESHOLD, SPAN_THRESHOLD, Detector
 from earmark.live.escalate import Escalator, Grace
 from earmark.live.events import LiveEvent, Sink
-from earmark.live.matcher import Change, MatchTracker, StreamMatcher
+from earmark.live.matcher import Change, LiveMatch, MatchTracker, StreamMatcher
 from earmark.live.sources import AudioSource, Block, SourceEvent
 from earmark.moderation.policy import PolicyVersion
 from earmark.service.catalog import Catalog
+
+REBASE_S = 6 * 3600.0  #: seconds of stream after which the matcher takes a new origin
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class StreamWatcher:
         """One block of the stream (``block.start`` places it; a jump is a gap)."""
         if block.start > self.n:  # a gap (reconnect): the window must not bridge it
             self._gap(block.start)
+        elif self.matcher is not None and self._due_rebase():
+            self._gap(self.n)  # a fresh origin: frame times are float32
         self.n = block.start + block.samples.size
         y = block.samples
         if self.matcher is not None:
@@ -100,6 +104,15 @@ class StreamWatcher:
                 self.matcher.eager = any(not m.started for m in self.tracker.open)
         if self.detector is not None:
             self._ai(y)
+
+    def _due_rebase(self) -> bool:
+        """Every ~6 h of stream (12 h at most while a match is open) the matcher starts
+        from a new origin: its frame times are float32, exact to a frame for hours, not
+        for days."""
+        assert self.matcher is not None
+        age_s = self.matcher.n_samples / self.matcher.fp.sr
+        busy = any(m.started for m in self.tracker.open)
+        return age_s > (REBASE_S * 2 if busy else REBASE_S)
 
     def _gap(self, start: int) -> None:
         now = self.ms(self.n)
@@ -141,18 +154,20 @@ class StreamWatcher:
             if ch.kind == "ended":
                 self.escalator.forget(m)
                 continue
-            for step in self.escalator.step(m, ref, ch.stream_ms):
-                self.emit("escalation", self.ms(self.n), reference_id=ref["id"],
-                          owner=ref.get("owner"), **step)
+            self._escalate(m, ref, ch.stream_ms, off)
         # open matches may cross a grace period without a change of their own
         if self.matcher is not None:
             now = self.matcher.now_ms
             for m in self.tracker.open:
                 if m.started:
-                    ref = self._ref(m.ref_key)
-                    for step in self.escalator.step(m, ref, now):
-                        self.emit("escalation", self.ms(self.n), reference_id=ref["id"],
-                                  owner=ref.get("owner"), **step)
+                    self._escalate(m, self._ref(m.ref_key), now, off)
+
+    def _escalate(self, m: LiveMatch, ref: dict[str, object], now: int, off: int) -> None:
+        for step in self.escalator.step(m, ref, now):
+            if step.get("mute_from_ms") is not None:
+                step["mute_from_ms"] = int(step["mute_from_ms"]) + off  # type: ignore[call-overload]
+            self.emit("escalation", self.ms(self.n), reference_id=ref["id"],
+                      owner=ref.get("owner"), **step)
 
     # -- AI -------------------------------------------------------------------------------
     def _ai(self, y: np.ndarray) -> None:

@@ -71,10 +71,12 @@ def record_decision(s: Session, scan: Scan, decision: Decision, *, actor: str,
                                                  Review.status == "pending")).first()
         if pending is None:
             best = ev.best_match
-            s.add(Review(scan_id=scan.id, reason=review_reason(ev, decision),
-                         owners=ev.owners,
+            reason = review_reason(ev, decision)
+            s.add(Review(scan_id=scan.id, reason=reason, owners=ev.owners,
                          ai_probability=ev.ai.ai_probability if ev.ai else None,
                          match_ms=best.query_match_ms if best else None))
+            emit(s, "review", {"scan_id": scan.id, "external_id": scan.external_id,
+                               "reason": reason})
     if decision.action in RESTRICTIONS:
         body = build_statement(ev, decision, scan_id=scan.id, created_at=decision.decided_at)
         s.add(Statement(scan_id=scan.id, action=decision.action, body=body))

@@ -66,7 +66,8 @@ def list_policies(db: Database, *, owner: str | None = None) -> list[PolicyOut]:
 
 def get_policy(db: Database, *, owner: str, version: int | None = None) -> PolicyOut:
     q = select(Policy).where(Policy.owner == owner)
-    q = q.where(Policy.version == version) if version else q.order_by(Policy.version.desc())
+    q = (q.where(Policy.version == version) if version is not None
+         else q.order_by(Policy.version.desc()))
     with db.reader() as s:
         p = s.scalars(q.limit(1)).first()
     if p is None:

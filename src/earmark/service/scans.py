@@ -40,6 +40,10 @@ class ScanNotFound(EarmarkError):
     code = "scan_not_found"
 
 
+class ExternalIdTaken(EarmarkError):
+    code = "external_id_taken"
+
+
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int = 200 * 1024 * 1024
@@ -131,7 +135,7 @@ def submit_scan(db: Database, *, home: str | os.PathLike[str], src: BinaryIO,
     """Store and queue an upload; ``(scan, created)``. With a known ``external_id`` the
     existing scan is returned (``created`` False) and the new bytes are discarded."""
     if external_id is not None:
-        found = _by_external(db, external_id)
+        found = _by_external(db, external_id, submitted_by)
         if found is not None:
             return found, False
     tmp, sha, size, _fmt = store_upload(home, src, limits=limits,
@@ -147,7 +151,7 @@ def submit_scan(db: Database, *, home: str | os.PathLike[str], src: BinaryIO,
                        territory=territory.upper() if territory else None))
     except IntegrityError:  # the same external id raced us: the first one wins
         blob.unlink(missing_ok=True)
-        found = _by_external(db, external_id or "")
+        found = _by_external(db, external_id or "", submitted_by)
         if found is None:
             raise
         return found, False
@@ -171,10 +175,18 @@ def submit_path(db: Database, *, home: str | os.PathLike[str], root: Path, rel: 
         return submit_scan(db, home=home, src=f, filename=p.name, limits=limits, **kw)
 
 
-def _by_external(db: Database, external_id: str) -> ScanOut | None:
+def _by_external(db: Database, external_id: str, submitted_by: str | None) -> ScanOut | None:
+    """The scan this caller already made under ``external_id``; another caller's id is a
+    conflict, never its scan (that would hand one client another's evidence)."""
     with db.reader() as s:
-        sid = s.scalars(select(Scan.id).where(Scan.external_id == external_id)).first()
-    return get_scan(db, sid) if sid else None
+        row = s.execute(select(Scan.id, Scan.submitted_by)
+                        .where(Scan.external_id == external_id)).first()
+    if row is None:
+        return None
+    if row[1] != submitted_by:
+        raise ExternalIdTaken(f"external_id {external_id!r} is already used by another "
+                              "client; choose ids unique to your system (e.g. prefix them)")
+    return get_scan(db, row[0])
 
 
 def _out(scan: Scan, reviews: list[Review]) -> ScanOut:

@@ -116,8 +116,11 @@ class Worker:
 
     def _beat(self, sid: str, token: str, stop: threading.Event) -> None:
         while not stop.wait(self.lease_s / 3):
-            if not queue.heartbeat(self.db, sid, token, lease_s=self.lease_s):
-                return
+            try:
+                if not queue.heartbeat(self.db, sid, token, lease_s=self.lease_s):
+                    return
+            except Exception:  # a busy database for a moment: try again at the next beat
+                log.warning("heartbeat of scan %s failed; retrying", sid, exc_info=True)
 
     def _judge(self, sid: str) -> tuple[dict[str, Any], Any]:
         with self.db.reader() as s:

@@ -50,6 +50,7 @@ def claim(db: Database, *, worker: str, lease_s: float = LEASE_S) -> tuple[str, 
             scan.status, scan.finished_at, scan.attempt = "failed", now, None
             scan.error = scan.error or f"worker lost {scan.attempts} times (crash on this input?)"
             s.flush()
+        now = utcnow()  # the write lock may have taken a while: lease from now
         sid, token = scan.id, uuid.uuid4().hex
         scan.status, scan.attempt, scan.worker = "running", token, worker
         scan.attempts += 1

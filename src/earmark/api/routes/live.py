@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -35,7 +36,7 @@ def events_after(db: Database, after: int, *, stream: str | None = None,
 
 @router.get("/events")
 def live_events(ctx: Ctx, who: Moderator,
-                after: Annotated[int, Query(ge=0)] = 0,
+                after: Annotated[int, Query(ge=0, le=2**62)] = 0,
                 stream: Annotated[str | None, Query(max_length=255)] = None,
                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
     """Events after sequence number ``after`` (each carries its ``seq``)."""
@@ -48,12 +49,13 @@ async def live_event_stream(
     request: Request, ctx: Ctx, who: Moderator,
     stream: Annotated[str | None, Query(max_length=255)] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> StreamingResponse:
     """Server-sent events as they are recorded; ``id`` is the sequence number, ``event``
     the event name. Without ``Last-Event-ID`` or ``after`` it starts with new events."""
     if after is None:
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+        ok = last_event_id is not None and re.fullmatch(r"[0-9]{1,18}", last_event_id)
+        after = int(last_event_id) if ok and last_event_id else None
     if after is None:
         with ctx.db.reader() as s:
             after = s.scalar(select(LiveEvent.seq).order_by(LiveEvent.seq.desc()).limit(1)) or 0

@@ -122,8 +122,12 @@ def add_reference(
     dest = audio / uuid.uuid4().hex
     os.replace(tmp, dest)
     rid = id or Path(display_name(file.filename)).stem or dest.name
-    rep = _add(ctx, [{"id": rid, "path": os.fspath(dest), "title": title, "artist": artist,
-                      "owner": owner, "isrc": isrc}], who)
+    try:
+        rep = _add(ctx, [{"id": rid, "path": os.fspath(dest), "title": title,
+                          "artist": artist, "owner": owner, "isrc": isrc}], who)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
     if rep.added == 0:
         dest.unlink(missing_ok=True)
     return rep

@@ -44,7 +44,7 @@ def create_scan(
                                 submitted_by=who.id)
     if not created:
         response.status_code = 200
-    return scan
+    return scan if who.at_least("moderator") else public(scan)
 
 
 class PathScan(BaseModel):
@@ -81,7 +81,20 @@ def scans(ctx: Ctx, who: Caller,
     rows = list_scans(ctx.db, status=status, action=action, submitted_by=mine, limit=limit)
     if who.role == "owner":
         rows = [r for r in rows if _owner_sees(who, r)]
-    return rows
+    return rows if who.at_least("moderator") else [public(r) for r in rows]
+
+
+def public(scan: ScanOut) -> ScanOut:
+    """The scan as an uploader or an owner sees it: who reviewed it stays with the
+    moderators ("a moderator" instead of the reviewer's id)."""
+    if not (scan.decided_by or "").startswith("review:"):
+        return scan
+    who = scan.decided_by.split(":", 1)[1]  # type: ignore[union-attr]
+    dec = dict(scan.decision or {})
+    dec["by"] = "review"
+    dec["reasons"] = [r.replace(f"reviewed by {who}", "reviewed by a moderator")
+                      for r in dec.get("reasons") or []]
+    return scan.model_copy(update={"decided_by": "review", "decision": dec})
 
 
 def _owner_sees(who: Principal, scan: ScanOut) -> bool:
@@ -94,9 +107,9 @@ def check_visible(ctx: Ctx, who: Principal, scan_id: str) -> ScanOut:
     if who.at_least("moderator"):
         return scan
     if who.role == "uploader" and _submitter(ctx, scan_id) == who.id:
-        return scan
+        return public(scan)
     if who.role == "owner" and _owner_sees(who, scan):
-        return scan
+        return public(scan)
     raise NotFound(f"no scan {scan_id!r}")  # do not reveal that it exists
 
 
