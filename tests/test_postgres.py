@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Library, excerpt, needs_ffmpeg, write_audio
 from sqlalchemy import text
 
+from conftest import Library, excerpt, needs_ffmpeg, write_audio
 from earmark.moderation import audit
 from earmark.service.scans import Limits, get_scan, submit_scan
 from earmark.service.worker import Worker
