@@ -131,7 +131,7 @@ def _out(d: Dispute, scan: Scan, who: Principal) -> DisputeOut:
 
 
 def _scan_for(s: Session, scan_id: str) -> Scan:
-    scan = s.get(Scan, scan_id)
+    scan = s.get(Scan, scan_id, with_for_update=True)  # PostgreSQL: one dispute step at once
     if scan is None:
         raise ScanNotFound(f"no scan {scan_id!r}")
     return scan

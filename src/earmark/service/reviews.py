@@ -96,7 +96,7 @@ def decide_review(db: Database, review_id: int, *, action: Action, reviewer: str
     if action not in REVIEW_ACTIONS:
         raise EarmarkError(f"a review decides one of {', '.join(REVIEW_ACTIONS)}")
     with db.session() as s:
-        r = s.get(Review, review_id)
+        r = s.get(Review, review_id, with_for_update=True)  # PostgreSQL: one decider
         if r is None:
             raise ReviewNotFound(f"no review {review_id}")
         if r.status != "pending":
@@ -109,7 +109,7 @@ def decide_review(db: Database, review_id: int, *, action: Action, reviewer: str
                 f"review {review_id} is the human review of dispute {did}: decide it there "
                 f"(POST /v1/disputes/{did}/release or /uphold, or /takedown on an appeal), "
                 "so that the dispute and the decision agree")
-        scan = s.get(Scan, r.scan_id)
+        scan = s.get(Scan, r.scan_id, with_for_update=True)
         assert scan is not None and scan.evidence is not None
         ev = Evidence.model_validate(scan.evidence)
         prior = Decision.model_validate(scan.decision) if scan.decision else None
