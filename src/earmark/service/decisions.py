@@ -58,6 +58,22 @@ def emit(s: Session, event: str, payload: Mapping[str, Any]) -> int:
     return n
 
 
+def open_review(s: Session, scan: Scan, ev: Evidence, reason: str) -> int:
+    """The scan's pending review, opened (and announced to webhooks) if it has none."""
+    pending = s.scalars(select(Review).where(Review.scan_id == scan.id,
+                                             Review.status == "pending")).first()
+    if pending is not None:
+        return pending.id
+    best = ev.best_match
+    r = Review(scan_id=scan.id, reason=reason, owners=ev.owners,
+               ai_probability=ev.ai.ai_probability if ev.ai else None,
+               match_ms=best.query_match_ms if best else None)
+    s.add(r)
+    s.flush()
+    emit(s, "review", {"scan_id": scan.id, "external_id": scan.external_id, "reason": reason})
+    return r.id
+
+
 def record_decision(s: Session, scan: Scan, decision: Decision, *, actor: str,
                     note: str | None = None) -> None:
     """Give ``scan`` its decision with every consequence, in the session's transaction."""
@@ -67,16 +83,7 @@ def record_decision(s: Session, scan: Scan, decision: Decision, *, actor: str,
     data = decision.model_dump(mode="json")
     scan.decision, scan.action, scan.decided_by = data, decision.action, decision.by
     if decision.action == "review":
-        pending = s.scalars(select(Review).where(Review.scan_id == scan.id,
-                                                 Review.status == "pending")).first()
-        if pending is None:
-            best = ev.best_match
-            reason = review_reason(ev, decision)
-            s.add(Review(scan_id=scan.id, reason=reason, owners=ev.owners,
-                         ai_probability=ev.ai.ai_probability if ev.ai else None,
-                         match_ms=best.query_match_ms if best else None))
-            emit(s, "review", {"scan_id": scan.id, "external_id": scan.external_id,
-                               "reason": reason})
+        open_review(s, scan, ev, review_reason(ev, decision))
     if decision.action in RESTRICTIONS:
         body = build_statement(ev, decision, scan_id=scan.id, created_at=decision.decided_at)
         s.add(Statement(scan_id=scan.id, action=decision.action, body=body))

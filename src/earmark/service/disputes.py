@@ -43,7 +43,7 @@ from earmark.moderation.disputes import (
 )
 from earmark.moderation.policy import Decision
 from earmark.service.access import Forbidden, Principal
-from earmark.service.decisions import emit, record_decision
+from earmark.service.decisions import emit, open_review, record_decision
 from earmark.service.scans import ScanNotFound
 from earmark.store.db import Database
 from earmark.store.models import Dispute, Review, Scan, utcnow
@@ -161,18 +161,7 @@ def _queue_review(s: Session, scan: Scan, decision: Decision) -> int | None:
     """Art. 17(9): a person looks at a disputed automated removal."""
     if decision.action not in ("block", "mute") or not decision.automated:
         return None
-    pending = s.scalars(select(Review).where(Review.scan_id == scan.id,
-                                             Review.status == "pending")).first()
-    if pending is not None:
-        return pending.id
-    ev = Evidence.model_validate(scan.evidence)
-    best = ev.best_match
-    r = Review(scan_id=scan.id, reason="dispute", owners=ev.owners,
-               ai_probability=ev.ai.ai_probability if ev.ai else None,
-               match_ms=best.query_match_ms if best else None)
-    s.add(r)
-    s.flush()
-    return r.id
+    return open_review(s, scan, Evidence.model_validate(scan.evidence), "dispute")
 
 
 def open_dispute(db: Database, *, scan_id: str, reason: str, who: Principal,
