@@ -4,11 +4,15 @@ catalogs built from them through the service layer (real SQLite, real index, no 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,6 +103,36 @@ def writable(tmp_path: Path) -> Iterator[Catalog]:
     """A fresh, empty catalog open for writing."""
     with open_catalog(home=tmp_path / "cat", write=True) as cat:
         yield cat
+
+
+@contextlib.contextmanager
+def running(app: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port, in a thread; yields its URL once
+    ``/healthz`` answers, and stops the server afterwards."""
+    import httpx
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not srv.started:
+            assert t.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        url = f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not answer /healthz"
+            time.sleep(0.05)
+        yield url
+    finally:
+        srv.should_exit = True
+        t.join(10)
 
 
 def excerpt(y: np.ndarray, start_s: float, dur_s: float) -> np.ndarray:

@@ -5,7 +5,6 @@ catalog and database. Bad input must get a 4xx problem and leave nothing behind.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from conftest import Library, excerpt, needs_ffmpeg, ref_offset_ms, write_audio
+from conftest import Library, excerpt, needs_ffmpeg, ref_offset_ms, running, write_audio
 from earmark.api.app import ConfigError, create_app, make_context
 from earmark.api.deps import Context
 from earmark.config import Settings
@@ -46,11 +44,6 @@ class Server:
         return p
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def server(catalog_home: Path, library: Library,
@@ -66,25 +59,9 @@ def server(catalog_home: Path, library: Library,
         keys[role] = create_key(ctx.db, name=role, role=role, owner=owner)[1]
     keys["other-uploader"] = create_key(ctx.db, name="u2", role="uploader")[1]
     keys["other-owner"] = create_key(ctx.db, name="o2", role="owner", owner="label-b")[1]
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ctx, workers=1), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
     clips = tmp_path_factory.mktemp("clips")
-    yield Server(url, ctx, keys, clips, library)
-    srv.should_exit = True
-    t.join(10)
+    with running(create_app(ctx, workers=1)) as url:
+        yield Server(url, ctx, keys, clips, library)
     ctx.db.close()
 
 

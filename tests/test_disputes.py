@@ -8,9 +8,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
+from conftest import running
 from earmark.api.app import create_app, make_context
 from earmark.config import Settings
 from earmark.evidence import Evidence
@@ -377,11 +374,6 @@ class Server:
                             headers={"Authorization": f"Bearer {self.keys[who]}"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @contextlib.contextmanager
 def serve(home: Path) -> Iterator[Server]:
@@ -394,26 +386,10 @@ def serve(home: Path) -> Iterator[Server]:
                               ("owner-a", "owner", "label-a"), ("owner-b", "owner", "label-b")):
         k, keys[name] = create_key(ctx.db, name=name, role=role, owner=owner)  # type: ignore[arg-type]
         ids[name] = f"key:{k.id}"
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ctx, workers=0, webhooks=False),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
     try:
-        yield Server(url, ctx.db, keys, ids)
+        with running(create_app(ctx, workers=0, webhooks=False), timeout_s=20) as url:
+            yield Server(url, ctx.db, keys, ids)
     finally:
-        srv.should_exit = True
-        t.join(10)
         ctx.db.close()
 
 

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import SR, Library, music, needs_ffmpeg, write_audio
+from conftest import SR, Library, music, needs_ffmpeg, running, write_audio
 
 EVENT_KEYS = {"event", "stream", "stream_ms", "wall_time"}
 
@@ -74,8 +73,6 @@ def test_monitor_reads_raw_pcm_from_stdin(catalog_home: Path, library: Library) 
 @needs_ffmpeg
 def test_events_reach_the_service_and_its_event_stream(catalog_home: Path, stream_file: Path,
                                                        tmp_path: Path) -> None:
-    import uvicorn
-
     from earmark.api.app import create_app, make_context
     from earmark.config import Settings
     from earmark.service.access import create_key
@@ -84,14 +81,8 @@ def test_events_reach_the_service_and_its_event_stream(catalog_home: Path, strea
     shutil.copytree(catalog_home, home)
     ctx = make_context(Settings(home=home, secret="k" * 40), home=home)
     key = create_key(ctx.db, name="mod", role="moderator")[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(ctx, workers=0), host="127.0.0.1",
-                                        port=0, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    while not srv.started:
-        time.sleep(0.02)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    server = running(create_app(ctx, workers=0))
+    url = server.__enter__()
     got: list[str] = []
 
     def listen() -> None:
@@ -131,6 +122,5 @@ def test_events_reach_the_service_and_its_event_stream(catalog_home: Path, strea
             assert page.status_code == 200 and "match_started" in page.text
             assert "radio" in page.text
     finally:
-        srv.should_exit = True
-        t.join(10)
+        server.__exit__(None, None, None)
         ctx.db.close()

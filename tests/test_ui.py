@@ -17,9 +17,7 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +26,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
-from conftest import music, needs_ffmpeg, write_audio
+from conftest import music, needs_ffmpeg, running, write_audio
 from earmark.api.app import create_app, make_context
 from earmark.api.deps import Context
 from earmark.config import Settings
@@ -86,11 +83,6 @@ def login(c: httpx.Client, name: str, password: str) -> httpx.Response:
     return c.post("/ui/login", data={"name": name, "password": password, "csrf": token})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _references(folder: Path) -> list[tuple[str, Path]]:
     """Three real tracks of the corpus (the shortest ones), or generated music without it."""
@@ -142,20 +134,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     add_user(ctx.db, name="olga", password=PASSWORD, role="moderator")
     add_user(ctx.db, name="ulf", password=PASSWORD, role="uploader")
 
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ctx, workers=1, webhooks=False),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    _wait(up, "the server")
+    server = running(create_app(ctx, workers=1, webhooks=False))
+    url = server.__enter__()
     scans, reviews = [], []
     # one after the other, so that the queue's order is known
     for n, name in enumerate((HOSTILE, "<script>alert(1)</script>.mp3")):
@@ -168,10 +148,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         assert done.action == "review", done.decision
         scans.append(done.id)
         reviews.append(done.reviews[0].id)
-    yield Site(url, ctx, scans, reviews)
-    srv.should_exit = True
-    thread.join(10)
-    ctx.db.close()
+    try:
+        yield Site(url, ctx, scans, reviews)
+    finally:
+        server.__exit__(None, None, None)
+        ctx.db.close()
 
 
 # -- over HTTP ------------------------------------------------------------------------------
