@@ -64,14 +64,10 @@ class StreamWatcher:
         self.matcher: StreamMatcher | None = None
         self.down = None
         if catalog is not None:
-            ident = catalog.identifier
-            self.matcher = StreamMatcher(ident, window_s=params.window_s, hop_s=params.hop_s,
-                                         max_refs=params.max_refs)
-            fsr = ident.fingerprinter.sr
+            fsr = catalog.identifier.fingerprinter.sr
             if fsr != sr:
                 self.down = soxr.ResampleStream(sr, fsr, 1, dtype="float32", quality="HQ")
-        self.tracker = MatchTracker(end_after_s=params.end_after_s,
-                                    update_every_s=params.update_every_s)
+        self._restart(0)
         self.escalator = Escalator(policies=policies or {}, grace=params.grace,
                                    territory=params.territory, stream=stream)
         self.ai_buf: list[np.ndarray] = []
@@ -114,13 +110,18 @@ class StreamWatcher:
         busy = any(m.started for m in self.tracker.open)
         return age_s > (REBASE_S * 2 if busy else REBASE_S)
 
-    def _gap(self, start: int) -> None:
-        now = self.ms(self.n)
-        self._changes(self.tracker.close(now))
+    def _restart(self, start: int) -> None:
+        """A fresh matcher and match timeline whose origin is stream sample ``start``."""
         if self.catalog is not None:
             self.matcher = StreamMatcher(self.catalog.identifier, window_s=self.p.window_s,
                                          hop_s=self.p.hop_s, max_refs=self.p.max_refs)
             self.matcher.offset_ms = self.ms(start)
+        self.tracker = MatchTracker(end_after_s=self.p.end_after_s,
+                                    update_every_s=self.p.update_every_s)
+
+    def _gap(self, start: int) -> None:
+        self._changes(self.tracker.close(self.ms(self.n)))
+        self._restart(start)  # (the old timeline's ended lines mean nothing to the new one)
         self.ai_buf, self.ai_n, self.ai_start = [], 0, start
 
     def end(self) -> None:
