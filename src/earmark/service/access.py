@@ -20,8 +20,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -57,6 +58,11 @@ class Principal:
 
     def at_least(self, role: Role) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+    def owns_a_match(self, evidence: Mapping[str, Any] | None) -> bool:
+        """An owner key whose owner is the owner of a match in ``evidence`` (JSON)."""
+        matches = ((evidence or {}).get("identification") or {}).get("matches") or []
+        return self.role == "owner" and any(m.get("owner") == self.owner for m in matches)
 
 
 class KeyOut(BaseModel):

@@ -186,8 +186,7 @@ def open_dispute(db: Database, *, scan_id: str, reason: str, who: Principal,
     with db.session() as s:
         scan = _scan_for(s, scan_id)
         if not (who.at_least("moderator") or _is_uploader(who, scan)):
-            owners = ((scan.evidence or {}).get("identification") or {}).get("matches") or []
-            if who.role == "owner" and any(m.get("owner") == who.owner for m in owners):
+            if who.owns_a_match(scan.evidence):
                 raise Forbidden("only the uploader (or a moderator) may dispute a decision")
             raise ScanNotFound(f"no scan {scan_id!r}")
         if scan.decision is None or scan.evidence is None:

@@ -53,8 +53,7 @@ def _sees(who: Principal, scan: Scan) -> bool:
         return True
     if scan.submitted_by is not None and scan.submitted_by == who.id:
         return True
-    matches = ((scan.evidence or {}).get("identification") or {}).get("matches") or []
-    return who.role == "owner" and any(m.get("owner") == who.owner for m in matches)
+    return who.owns_a_match(scan.evidence)
 
 
 def _out(st: Statement) -> StatementOut:

@@ -80,7 +80,7 @@ def scans(ctx: Ctx, who: Caller,
     mine = who.id if who.role == "uploader" else None
     rows = list_scans(ctx.db, status=status, action=action, submitted_by=mine, limit=limit)
     if who.role == "owner":
-        rows = [r for r in rows if _owner_sees(who, r)]
+        rows = [r for r in rows if who.owns_a_match(r.evidence)]
     return rows if who.at_least("moderator") else [public(r) for r in rows]
 
 
@@ -97,18 +97,13 @@ def public(scan: ScanOut) -> ScanOut:
     return scan.model_copy(update={"decided_by": "review", "decision": dec})
 
 
-def _owner_sees(who: Principal, scan: ScanOut) -> bool:
-    matches = ((scan.evidence or {}).get("identification") or {}).get("matches") or []
-    return any(m.get("owner") == who.owner for m in matches)
-
-
 def check_visible(ctx: Ctx, who: Principal, scan_id: str) -> ScanOut:
     scan = get_scan(ctx.db, scan_id)
     if who.at_least("moderator"):
         return scan
     if who.role == "uploader" and _submitter(ctx, scan_id) == who.id:
         return public(scan)
-    if who.role == "owner" and _owner_sees(who, scan):
+    if who.owns_a_match(scan.evidence):
         return public(scan)
     raise NotFound(f"no scan {scan_id!r}")  # do not reveal that it exists
 
