@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from earmark.evidence import Evidence
@@ -25,14 +25,21 @@ from earmark.store.models import Delivery, Policy, Review, Scan, Statement, Webh
 SHORT_MATCH_MS = 10_000
 
 
+def newest_policies(s: Session) -> list[Policy]:
+    """The rows of the newest version of every owner's policy, by owner."""
+    newest = (select(Policy.owner, func.max(Policy.version).label("v"))
+              .group_by(Policy.owner).subquery())
+    return list(s.scalars(select(Policy).join(newest, (Policy.owner == newest.c.owner)
+                                              & (Policy.version == newest.c.v))
+                          .order_by(Policy.owner)).all())
+
+
 def current_policies(s: Session) -> dict[str, PolicyVersion]:
-    """The newest version of every owner's policy."""
-    rows = s.scalars(select(Policy).order_by(Policy.owner, Policy.version)).all()
-    out: dict[str, PolicyVersion] = {}
-    for p in rows:
-        out[p.owner] = PolicyVersion(owner=p.owner, version=p.version,
-                                     body=PolicyBody.model_validate(p.body))
-    return out
+    """The newest version of every owner's policy (read once per scan: one row per owner,
+    not every version ever saved)."""
+    return {p.owner: PolicyVersion(owner=p.owner, version=p.version,
+                                   body=PolicyBody.model_validate(p.body))
+            for p in newest_policies(s)}
 
 
 def review_reason(ev: Evidence, decision: Decision) -> str:

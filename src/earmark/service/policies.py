@@ -14,7 +14,7 @@ from earmark.errors import EarmarkError
 from earmark.evidence import Evidence
 from earmark.moderation import audit
 from earmark.moderation.policy import PolicyBody, PolicyVersion, decide
-from earmark.service.decisions import current_policies
+from earmark.service.decisions import current_policies, newest_policies
 from earmark.store.db import Database
 from earmark.store.models import Policy, Scan
 
@@ -56,12 +56,7 @@ def list_policies(db: Database, *, owner: str | None = None) -> list[PolicyOut]:
             rows = s.scalars(select(Policy).where(Policy.owner == owner)
                              .order_by(Policy.version)).all()
             return [_out(p) for p in rows]
-        newest = (select(Policy.owner, func.max(Policy.version).label("v"))
-                  .group_by(Policy.owner).subquery())
-        rows = s.scalars(select(Policy).join(newest, (Policy.owner == newest.c.owner)
-                                             & (Policy.version == newest.c.v))
-                         .order_by(Policy.owner)).all()
-        return [_out(p) for p in rows]
+        return [_out(p) for p in newest_policies(s)]
 
 
 def get_policy(db: Database, *, owner: str, version: int | None = None) -> PolicyOut:

@@ -145,10 +145,10 @@ class Worker:
                           name=info.filename).model_dump(mode="json")
         ids = [m["reference_id"] for m in ident.get("matches") or []]
         owners: dict[str, str | None] = {}
-        if cat is not None and ids:
-            for r in cat.store.all(status=None):
-                if r.id in ids:
-                    owners[r.id] = r.owner
+        if cat is not None:
+            for rid in ids:  # the matched references only, not the whole catalog
+                row = cat.store.get(rid)
+                owners[rid] = row.owner if row is not None else None
         with self.db.reader() as s:
             excl: dict[str, list[tuple[int, int]]] = {}
             if ids:
