@@ -150,12 +150,10 @@ def make_stream(corpus: Path, cat: list[dict[str, Any]], non: list[dict[str, Any
     y = base[: 90 * sr].copy()
     truth = []
     picks = [cat[int(i)] for i in rng.choice(len(cat), 8, replace=False)]
-    for (at_s, dur_s, spd), r in zip(((20, 15, 1.0), (55, 20, 1.1)),
-                                     (p for p in picks
-                                      if decode(corpus / p["path"], sr,
-                                                allow_silent=True).size > 60 * sr),
-                                     strict=False):
-        ref = decode(corpus / r["path"], sr, allow_silent=True)
+    long_enough = ((p, y) for p in picks
+                   if (y := decode(corpus / p["path"], sr, allow_silent=True)).size > 60 * sr)
+    for (at_s, dur_s, spd), (r, ref) in zip(((20, 15, 1.0), (55, 20, 1.1)), long_enough,
+                                            strict=False):
         a = int(rng.uniform(5, ref.size / sr - dur_s * spd - 5) * sr)
         seg = ref[a: a + int(dur_s * spd * sr)]
         if spd != 1.0:
