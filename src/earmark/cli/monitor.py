@@ -57,7 +57,7 @@ def monitor(
     from earmark.live.events import Fanout, JsonLines, ServiceSink
     from earmark.live.monitor import WatchParams, watch
     from earmark.live.pool import SourceSpec, watch_parallel
-    from earmark.live.sources import AudioSource, RawFormat
+    from earmark.live.sources import RawFormat, source_id
     from earmark.service.catalog import open_catalog
 
     settings = load_settings()
@@ -82,19 +82,17 @@ def monitor(
         except ValueError:
             die(f"--raw wants FMT:RATE:CHANNELS (e.g. s16le:44100:2), got {raw!r}")
     sr = det.sr if det is not None else cat.identifier.fingerprinter.sr  # type: ignore[union-attr]
-    srcs, seen, specs = [], set(), []
+    seen: set[str] = set()
+    specs: list[SourceSpec] = []
     for spec in sources:
         named = re.match(r"^([\w.-]+)=(.+)$", spec)
         sid, s = (named.group(1), named.group(2)) if named and not Path(spec).exists() \
             else ("", spec)
-        src = AudioSource(s, id=sid or None, sr=sr, realtime=realtime,
-                          reconnect=False if no_reconnect else None,
-                          raw=fmt if s == "-" else None)
-        if src.id in seen:
-            die(f"two streams are called {src.id!r}: name them, e.g. a={s}")
-        seen.add(src.id)
-        srcs.append(src)
-        specs.append(SourceSpec(s, src.id, sr, realtime, False if no_reconnect else None,
+        sid = sid or source_id(s)
+        if sid in seen:
+            die(f"two streams are called {sid!r}: name them, e.g. a={s}")
+        seen.add(sid)
+        specs.append(SourceSpec(s, sid, sr, realtime, False if no_reconnect else None,
                                 fmt if s == "-" else None))
     sinks = [JsonLines(sys.stdout)]
     service_db = None
@@ -113,24 +111,22 @@ def monitor(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    n_jobs = jobs or max(1, min(len(srcs), len(os.sched_getaffinity(0))))
+    n_jobs = jobs or max(1, min(len(specs), len(os.sched_getaffinity(0))))
     if any(s.spec == "-" for s in specs):
         n_jobs = 1
-    err.print(f"watching {len(srcs)} stream(s)"
+    err.print(f"watching {len(specs)} stream(s)"
               + (f" against {cat.store.totals()[0]} references" if cat else "")
               + (f", AI detector {det.name}" if det else "")
               + (f", in {n_jobs} processes" if n_jobs > 1 else ""))
     sink = Fanout(*sinks, errors=lambda m: err.print(f"warning: {m}"))
     params = WatchParams(hop_s=hop_s, territory=territory.upper() if territory else None)
     if n_jobs > 1:
-        for s in srcs:
-            s.close()
         watch_parallel(specs, home=home if cat is not None else None,
                        detector=det_name if det is not None else None, sink=sink,
                        jobs=n_jobs, params=params, policies=policies, stop=stop)
     else:
-        watch(srcs, catalog=cat, detector=det, sink=sink, params=params, policies=policies,
-              stop=stop)
+        watch([s.open() for s in specs], catalog=cat, detector=det, sink=sink, params=params,
+              policies=policies, stop=stop)
     if cat is not None:
         cat.close()
     if service_db is not None:
