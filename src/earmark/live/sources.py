@@ -121,7 +121,7 @@ def _is_url(spec: str) -> bool:
     return m is not None and m.group(1).lower() != "file"
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """``url`` without credentials and query string (they often carry secrets)."""
     u = urlsplit(url)
     host = u.hostname or ""
@@ -300,7 +300,7 @@ class AudioSource:
         self._clock = clock
         self._sleep = sleep
         self._url = "http" + spec[len("icecast"):] if spec.startswith("icecast://") else spec
-        self._name = {"stdin": "standard input", "network": _safe_url(self._url)}.get(
+        self._name = {"stdin": "standard input", "network": safe_url(self._url)}.get(
             self.kind, Path(spec).name or spec
         )
         self._closed = threading.Event()

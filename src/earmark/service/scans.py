@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import shutil
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -225,11 +224,3 @@ def list_scans(db: Database, *, status: str | None = None, action: str | None = 
     with db.reader() as s:
         return [_out(x, []) for x in s.scalars(q).all()]
 
-
-def delete_blob(path: str) -> None:
-    """Remove a stored upload (after retention), tolerating one already gone."""
-    p = Path(path)
-    if p.is_dir():
-        shutil.rmtree(p)
-    else:
-        p.unlink(missing_ok=True)

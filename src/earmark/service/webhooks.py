@@ -20,7 +20,7 @@ import threading
 import httpx
 from sqlalchemy import select
 
-from earmark.live.sources import _safe_url
+from earmark.live.sources import safe_url
 from earmark.store.db import Database
 from earmark.store.models import Delivery, Webhook, utcnow
 
@@ -50,7 +50,7 @@ def deliver_due(db: Database, *, client: httpx.Client, limit: int = 50) -> int:
             if not 200 <= r.status_code < 300:
                 error = f"HTTP {r.status_code}"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}".replace(url, _safe_url(url))
+            error = f"{type(exc).__name__}: {exc}".replace(url, safe_url(url))
         with db.session() as s:
             d = s.get(Delivery, did)
             if d is None or d.status != "pending":
@@ -65,8 +65,7 @@ def deliver_due(db: Database, *, client: httpx.Client, limit: int = 50) -> int:
                 else:
                     d.next_at = utcnow() + dt.timedelta(seconds=min(3600, 2 ** d.attempts))
         if error:
-            log.warning("webhook delivery %s to %s failed: %s", did, _safe_url(url),
-                        error.replace(url, _safe_url(url)))
+            log.warning("webhook delivery %s to %s failed: %s", did, safe_url(url), error)
     return len(work)
 
 

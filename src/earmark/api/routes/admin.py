@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from earmark.api.deps import Ctx, require
 from earmark.api.problems import NotFound
-from earmark.live.sources import _safe_url
+from earmark.live.sources import safe_url
 from earmark.moderation import audit
 from earmark.service.access import KeyOut, Principal, Role, create_key, list_keys, revoke_key
 from earmark.store.models import AuditEntry, Webhook
@@ -128,7 +128,7 @@ def new_webhook(ctx: Ctx, who: Admin, body: WebhookIn) -> WebhookOut:
         s.add(w)
         s.flush()
         audit.append(s, actor=who.id, action="webhook.create", subject=f"webhook:{w.id}",
-                     data={"url": _safe_url(w.url), "events": w.events})
+                     data={"url": safe_url(w.url), "events": w.events})
         return WebhookOut(id=w.id, url=w.url, events=w.events, active=True, secret=w.secret)
 
 
