@@ -5,10 +5,12 @@ catalogs built from them through the service layer (real SQLite, real index, no 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,12 @@ _CODECS: dict[str, list[str]] = {
 }
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
+
+#: a throw-away PostgreSQL database (``scripts/pg-throwaway start`` makes one; CI does)
+PG_URL = os.environ.get("EARMARK_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(not PG_URL, reason="set EARMARK_TEST_POSTGRES_URL to a "
+                                                       "throw-away PostgreSQL database "
+                                                       "(scripts/pg-throwaway start)")
 
 
 def music(seed: int, duration: float = REF_S) -> np.ndarray:
@@ -133,6 +141,28 @@ def running(app: Any, *, timeout_s: float = 30.0) -> Iterator[str]:
     finally:
         srv.should_exit = True
         t.join(10)
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema in the :data:`PG_URL` database, dropped afterwards; yields a URL whose
+    connections use it (``search_path``), so each test starts from an empty database."""
+    from sqlalchemy import text
+
+    from earmark.store.db import open_db
+
+    assert PG_URL
+    schema = f"t{uuid.uuid4().hex[:10]}"
+    admin = open_db(home=".", url=PG_URL, migrate=False)
+    try:
+        with admin.engine.begin() as c:
+            c.execute(text(f"CREATE SCHEMA {schema}"))
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.engine.begin() as c:
+            c.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.close()
 
 
 def excerpt(y: np.ndarray, start_s: float, dur_s: float) -> np.ndarray:

@@ -4,6 +4,7 @@ catalog and database. Bad input must get a 4xx problem and leave nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -15,7 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Library, excerpt, needs_ffmpeg, ref_offset_ms, running, write_audio
+from conftest import (
+    Library,
+    excerpt,
+    needs_ffmpeg,
+    needs_postgres,
+    pg_schema,
+    ref_offset_ms,
+    running,
+    write_audio,
+)
 from earmark.api.app import ConfigError, create_app, make_context
 from earmark.api.deps import Context
 from earmark.config import Settings
@@ -45,24 +55,54 @@ class Server:
 
 
 
-@pytest.fixture(scope="module")
-def server(catalog_home: Path, library: Library,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("svc") / "home"
+@contextlib.contextmanager
+def serve(catalog_home: Path, library: Library, clips: Path, home: Path,
+          database_url: str | None = None) -> Iterator[Server]:
+    """A server over a copy of the shared catalog in ``home``, with a key per role."""
     shutil.copytree(catalog_home, home)
-    settings = Settings(home=home, secret="s" * 40, max_upload_mb=2.0)
+    db = {"database_url": database_url} if database_url else {}  # else EARMARK_DATABASE_URL
+    settings = Settings(home=home, secret="s" * 40, max_upload_mb=2.0, **db)
     ctx = make_context(settings, home=home)
-    keys: dict[str, str] = {}
-    roles: list[tuple[Role, str | None]] = [("admin", None), ("moderator", None),
-                                            ("uploader", None), ("owner", "label-a")]
-    for role, owner in roles:
-        keys[role] = create_key(ctx.db, name=role, role=role, owner=owner)[1]
-    keys["other-uploader"] = create_key(ctx.db, name="u2", role="uploader")[1]
-    keys["other-owner"] = create_key(ctx.db, name="o2", role="owner", owner="label-b")[1]
-    clips = tmp_path_factory.mktemp("clips")
-    with running(create_app(ctx, workers=1)) as url:
-        yield Server(url, ctx, keys, clips, library)
-    ctx.db.close()
+    try:
+        keys: dict[str, str] = {}
+        roles: list[tuple[Role, str | None]] = [("admin", None), ("moderator", None),
+                                                ("uploader", None), ("owner", "label-a")]
+        for role, owner in roles:
+            keys[role] = create_key(ctx.db, name=role, role=role, owner=owner)[1]
+        keys["other-uploader"] = create_key(ctx.db, name="u2", role="uploader")[1]
+        keys["other-owner"] = create_key(ctx.db, name="o2", role="owner", owner="label-b")[1]
+        with running(create_app(ctx, workers=1)) as url:
+            yield Server(url, ctx, keys, clips, library)
+    finally:
+        ctx.db.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="module")
+def server(catalog_home: Path, library: Library, clips: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server on SQLite for the whole module (tests share its state)."""
+    with serve(catalog_home, library, clips, tmp_path_factory.mktemp("svc") / "home") as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_postgres)])
+def any_server(request: pytest.FixtureRequest, catalog_home: Path, library: Library,
+               clips: Path, tmp_path: Path) -> Iterator[Server]:
+    """The shared SQLite :func:`server`, then a fresh server on PostgreSQL (a schema of its
+    own): for the flows whose SQL differs there (``SKIP LOCKED`` claims, row locks, JSON
+    columns, the audit chain's advisory lock and triggers)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("server")
+        return
+    with pg_schema() as url, serve(catalog_home, library, clips, tmp_path / "home",
+                                   database_url=url) as srv:
+        assert srv.ctx.db.engine.dialect.name == "postgresql"
+        yield srv
 
 
 def upload(c: httpx.Client, path: Path, name: str | None = None, **form: Any) -> httpx.Response:
@@ -113,13 +153,13 @@ def test_openapi_health_metrics(server: Server) -> None:
 
 
 @needs_ffmpeg
-def test_upload_is_identified_decided_and_idempotent(server: Server) -> None:
-    with server.client("uploader") as c:
-        r = upload(c, server.clip(), external_id="ext-42", territory="de")
+def test_upload_is_identified_decided_and_idempotent(any_server: Server) -> None:
+    with any_server.client("uploader") as c:
+        r = upload(c, any_server.clip(), external_id="ext-42", territory="de")
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
         assert r.json()["status"] in ("queued", "running")
-        again = upload(c, server.clip(), external_id="ext-42")
+        again = upload(c, any_server.clip(), external_id="ext-42")
         assert again.status_code == 200 and again.json()["id"] == sid
         done = wait_done(c, sid)
     assert done["status"] == "done" and done["external_id"] == "ext-42"
@@ -127,10 +167,10 @@ def test_upload_is_identified_decided_and_idempotent(server: Server) -> None:
     assert m["reference_id"] == "ref1" and abs(ref_offset_ms(m["segments"][0]) - 2000) < 150
     assert done["decision"]["action"] == "track" and done["decision"]["policy_versions"]
     # another uploader cannot see it; an owner of other music neither (404, not 403)
-    with server.client("other-uploader") as c:
+    with any_server.client("other-uploader") as c:
         assert_problem(c.get(f"/v1/scans/{sid}"), 404)
         assert all(s["id"] != sid for s in c.get("/v1/scans").json())
-    with server.client("other-owner") as c:
+    with any_server.client("other-owner") as c:
         assert_problem(c.get(f"/v1/scans/{sid}"), 404)
 
 
@@ -199,23 +239,23 @@ def test_hostile_file_name_is_kept_as_text_only(server: Server) -> None:
 
 
 @needs_ffmpeg
-def test_policy_versions_review_and_audit(server: Server) -> None:
-    with server.client("admin") as c:
+def test_policy_versions_review_and_audit(any_server: Server) -> None:
+    with any_server.client("admin") as c:
         r = c.patch("/v1/references/ref2", json={"owner": "label-a", "title": "Ref two"})
         assert r.status_code == 200 and r.json()["owner"] == "label-a"
     policy = {"rules": [{"name": "block uses", "action": "block"}]}
-    with server.client("owner") as c:
+    with any_server.client("owner") as c:
         v1 = c.post("/v1/policies/label-a", json=policy)
         assert v1.status_code == 201 and v1.json()["version"] >= 1
         sim = c.post("/v1/policies/label-a/simulate", json={"rules": []}, params={"last": 50})
         assert sim.status_code == 200 and "before" in sim.json()
         assert [p["owner"] for p in c.get("/v1/policies").json()] == ["label-a"]
-    with server.client("uploader") as c:
-        sid = upload(c, server.clip("ref2", 3.0, 6.0)).json()["id"]  # 6 s: not manifest
+    with any_server.client("uploader") as c:
+        sid = upload(c, any_server.clip("ref2", 3.0, 6.0)).json()["id"]  # 6 s: not manifest
         done = wait_done(c, sid)
     assert done["decision"]["action"] == "review"
     assert done["decision"]["policy_versions"]["label-a"] == v1.json()["version"]
-    with server.client("moderator") as c:
+    with any_server.client("moderator") as c:
         queue = c.get("/v1/reviews", params={"owner": "label-a"}).json()
         rv = next(q for q in queue if q["scan_id"] == sid)
         assert rv["reason"] == "not_manifest" and rv["owners"] == ["label-a"]
@@ -308,10 +348,10 @@ def test_webhooks_deliver_signed_decisions(server: Server) -> None:
 
 
 @needs_ffmpeg
-def test_an_external_id_is_its_clients_own(server: Server) -> None:
-    with server.client("uploader") as c:
-        r = upload(c, server.clip("ref0", 1.0, 6.0), external_id="mine-1")
+def test_an_external_id_is_its_clients_own(any_server: Server) -> None:
+    with any_server.client("uploader") as c:
+        r = upload(c, any_server.clip("ref0", 1.0, 6.0), external_id="mine-1")
         assert r.status_code == 202
-    with server.client("other-uploader") as c:
-        assert_problem(upload(c, server.clip("ref0", 1.0, 6.0), external_id="mine-1"), 409,
+    with any_server.client("other-uploader") as c:
+        assert_problem(upload(c, any_server.clip("ref0", 1.0, 6.0), external_id="mine-1"), 409,
                        "external_id_taken")

@@ -2,47 +2,33 @@
 """The service database on a real PostgreSQL server (``EARMARK_TEST_POSTGRES_URL``, e.g.
 ``postgresql+psycopg://earmark@127.0.0.1/earmark_test``): migrations, the queue's
 ``SKIP LOCKED`` claims and fencing, the append-only audit chain, a worker end to end.
-Skipped without a server; the scale-out issue makes CI start one."""
+Skipped without a server; CI starts one with ``scripts/pg-throwaway``."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from conftest import Library, excerpt, needs_ffmpeg, write_audio
+from conftest import Library, excerpt, needs_ffmpeg, needs_postgres, pg_schema, write_audio
 from earmark.moderation import audit
 from earmark.service.scans import Limits, get_scan, submit_scan
 from earmark.service.worker import Worker
 from earmark.store import queue
 from earmark.store.db import Database, open_db
 
-URL = os.environ.get("EARMARK_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not URL, reason="set EARMARK_TEST_POSTGRES_URL to a "
-                                                "throw-away PostgreSQL database")
+pytestmark = needs_postgres
 
 
 @pytest.fixture
 def db() -> Iterator[Database]:
-    assert URL
-    schema = f"t{uuid.uuid4().hex[:10]}"  # one schema per test: nothing shared, easy cleanup
-    d0 = open_db(home=".", url=URL, migrate=False)
-    with d0.engine.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    d0.close()
-    sep = "&" if "?" in URL else "?"
-    d = open_db(home=".", url=f"{URL}{sep}options=-csearch_path%3D{schema}")
-    yield d
-    d.close()
-    d0 = open_db(home=".", url=URL, migrate=False)
-    with d0.engine.begin() as c:
-        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    d0.close()
+    with pg_schema() as url:  # one schema per test: nothing shared, easy cleanup
+        d = open_db(home=".", url=url)
+        yield d
+        d.close()
 
 
 @needs_ffmpeg
