@@ -5,6 +5,8 @@ catalog and database. Bad input must get a 4xx problem and leave nothing behind.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import shutil
 import threading
 import time
@@ -60,8 +62,9 @@ def serve(catalog_home: Path, library: Library, clips: Path, home: Path,
           database_url: str | None = None) -> Iterator[Server]:
     """A server over a copy of the shared catalog in ``home``, with a key per role."""
     shutil.copytree(catalog_home, home)
-    db = {"database_url": database_url} if database_url else {}  # else EARMARK_DATABASE_URL
-    settings = Settings(home=home, secret="s" * 40, max_upload_mb=2.0, **db)
+    settings = Settings(home=home, secret="s" * 40, max_upload_mb=2.0)
+    if database_url:  # else EARMARK_DATABASE_URL, if set
+        settings = settings.model_copy(update={"database_url": database_url})
     ctx = make_context(settings, home=home)
     try:
         keys: dict[str, str] = {}
@@ -355,3 +358,51 @@ def test_an_external_id_is_its_clients_own(any_server: Server) -> None:
     with any_server.client("other-uploader") as c:
         assert_problem(upload(c, any_server.clip("ref0", 1.0, 6.0), external_id="mine-1"), 409,
                        "external_id_taken")
+
+
+#: RFC 3339 in UTC, as every time in a response is written (earmark.utc.UtcDatetime)
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+TIME_KEYS = {"at", "created_at", "finished_at", "decided_at", "due_at", "updated_at"}
+
+
+def times_in(body: Any) -> list[str]:
+    """Every value of a time-like key in a JSON body, however deep."""
+    if isinstance(body, list):
+        return [t for x in body for t in times_in(x)]
+    if not isinstance(body, dict):
+        return []
+    return [t for k, v in body.items()
+            for t in ([v] if k in TIME_KEYS and v is not None else times_in(v))]
+
+
+@needs_ffmpeg
+def test_times_in_responses_are_rfc3339_utc(server: Server) -> None:
+    with server.client("uploader") as c:
+        sid = upload(c, server.clip("ref3", 1.0, 6.0)).json()["id"]
+        scan = wait_done(c, sid)
+    with server.client("admin") as c:
+        bodies = [scan, c.get("/v1/keys").json(), c.get("/v1/audit").json(),
+                  c.get("/v1/references/ref3").json()]
+    times = [t for b in bodies for t in times_in(b)]
+    assert {"created_at", "finished_at"} <= set(scan) and scan["decision"]["decided_at"]
+    assert len(times) >= 6 and all(RFC3339_UTC.match(t) for t in times), times
+
+
+def test_every_response_time_is_typed_utc(server: Server) -> None:
+    """No model in the API keeps a bare ``datetime`` (it would be written without a zone):
+    each is :data:`earmark.utc.UtcDatetime`, whose schema says so."""
+    with server.client(None) as c:
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+
+    def bare(node: Any, where: str) -> list[str]:
+        if isinstance(node, list):
+            return [x for v in node for x in bare(v, where)]
+        if not isinstance(node, dict):
+            return []
+        if node.get("format") == "date-time" and "UTC" not in node.get("description", ""):
+            return [where]
+        return [x for k, v in node.items() for x in bare(v, f"{where}.{k}")]
+
+    found = [x for name, sch in schemas.items() for x in bare(sch, name)]
+    assert not found, found
+    assert sum(json.dumps(s).count("date-time") for s in schemas.values()) >= 10

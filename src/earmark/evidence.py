@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from earmark.utc import UtcDatetime
+
 #: a speed or tempo ratio further than this from 1.0 counts as "modified"
 SPEED_TOLERANCE = 0.02
 #: a pitch change larger than this (semitones) counts as "modified"
@@ -115,7 +117,7 @@ class Evidence(BaseModel):
     identification: Identification
     ai: AiEvidence | None = None
     versions: Versions
-    created_at: dt.datetime = Field(
+    created_at: UtcDatetime = Field(
         default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
 
     @property

@@ -55,7 +55,8 @@ def keys_list(db: DbOption = None) -> None:
 
     t = Table("id", "name", "role", "owner", "created", "revoked")
     for k in list_keys(_db(db)):
-        t.add_row(k.id, k.name, k.role, k.owner or "", k.created_at[:19],
+        t.add_row(k.id, k.name, k.role, k.owner or "",
+                  k.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                   "yes" if k.revoked else "")
     stdout().print(t)
 

@@ -29,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from earmark.evidence import Evidence, MatchEvidence
+from earmark.utc import UtcDatetime
 
 Action = Literal["allow", "track", "label", "monetize", "review", "mute", "block"]
 #: actions from least to most restrictive
@@ -183,7 +184,7 @@ class Decision(BaseModel):
     policy_versions: dict[str, int] = {}
     automated: bool = True
     by: str = "policy"
-    decided_at: dt.datetime = Field(
+    decided_at: UtcDatetime = Field(
         default_factory=lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
 
 

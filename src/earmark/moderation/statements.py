@@ -41,6 +41,7 @@ from typing import Any
 from earmark.evidence import Evidence, MatchEvidence
 from earmark.moderation.disputes import COMPLAINT_WINDOW_DAYS, complaint_deadline
 from earmark.moderation.policy import PLATFORM, Decision, OwnerDecision, severity
+from earmark.utc import rfc3339
 
 #: EU member states (alpha-2 as the Transparency Database spells them: Greece is GR)
 EU: tuple[str, ...] = ("AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR",
@@ -295,7 +296,7 @@ def build_statement(ev: Evidence, decision: Decision, *, scan_id: str,
         "mute_ms": [[m.start_ms, m.end_ms] for m in decision.mute],
         "automated": decision.automated,
         "decided_by": "policy" if decision.automated else "person",
-        "decided_at": decision.decided_at.isoformat(),
+        "decided_at": rfc3339(decision.decided_at),
         "policy_versions": dict(decision.policy_versions),
         "reasons": [_REVIEWER.sub(r"\1 a moderator:", r)[:2000] for r in decision.reasons[:20]],
         "rules": [{"owner": o.owner, "rule": o.rule, "action": o.action,

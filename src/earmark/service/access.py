@@ -31,6 +31,7 @@ from earmark.errors import EarmarkError
 from earmark.moderation import audit
 from earmark.store.db import Database
 from earmark.store.models import ApiKey, User, utcnow
+from earmark.utc import UtcDatetime
 
 Role = Literal["uploader", "owner", "moderator", "admin"]
 ROLES: tuple[Role, ...] = ("uploader", "owner", "moderator", "admin")
@@ -70,7 +71,7 @@ class KeyOut(BaseModel):
     name: str
     role: Role
     owner: str | None
-    created_at: str
+    created_at: UtcDatetime
     revoked: bool
 
 
@@ -99,7 +100,7 @@ def create_key(db: Database, *, name: str, role: Role, owner: str | None = None,
 
 def _key_out(k: ApiKey) -> KeyOut:
     return KeyOut(id=k.id, name=k.name, role=k.role, owner=k.owner,  # type: ignore[arg-type]
-                  created_at=k.created_at.isoformat(), revoked=k.revoked_at is not None)
+                  created_at=k.created_at, revoked=k.revoked_at is not None)
 
 
 def list_keys(db: Database) -> list[KeyOut]:

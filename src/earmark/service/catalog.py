@@ -21,7 +21,6 @@ completes an interrupted one. One process writes at a time (``<home>/.writer.loc
 from __future__ import annotations
 
 import concurrent.futures as cf
-import datetime as dt
 import fcntl
 import functools
 import multiprocessing as mp
@@ -56,6 +55,7 @@ from earmark.service.ingest import (
     hash_file,
 )
 from earmark.store.catalog import PENDING, READY, CatalogStore, Reference
+from earmark.utc import UtcDatetime
 
 BATCH_SIZE = 16  #: references committed together (one index segment per batch)
 SHARD = "shard-0000"
@@ -75,7 +75,7 @@ class ReferenceOut(BaseModel):
     source: str
     sha256: str
     duration_ms: int
-    created_at: dt.datetime
+    created_at: UtcDatetime
     status: str
 
 

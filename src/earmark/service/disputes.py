@@ -47,6 +47,7 @@ from earmark.service.decisions import emit, open_review, record_decision
 from earmark.service.scans import ScanNotFound
 from earmark.store.db import Database
 from earmark.store.models import Dispute, Review, Scan, utcnow
+from earmark.utc import UtcDatetime, naive_utc, rfc3339
 
 __all__ = ["DisputeConflict", "DisputeInvalid", "DisputeNotFound", "DisputeOut", "act",
            "expire_due", "get_dispute", "list_disputes", "open_dispute"]
@@ -78,9 +79,9 @@ class DisputeOut(BaseModel):
     opened_by: str | None
     reason: str
     history: list[dict[str, Any]]
-    due_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    due_at: UtcDatetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     next: list[str]
 
 
@@ -91,7 +92,14 @@ def _now(now: dt.datetime | None) -> dt.datetime:
 
 
 def _iso(t: dt.datetime | None) -> str | None:
-    return t.isoformat(timespec="seconds") if t is not None else None
+    """A time in the dispute's history: RFC 3339 UTC, like the API's (:mod:`earmark.utc`)."""
+    return rfc3339(t, "seconds") if t is not None else None
+
+
+def _time(v: Any) -> dt.datetime | None:
+    """A time read back from a dispute's history (naive UTC; rows written before the times
+    carried ``Z`` have none)."""
+    return naive_utc(dt.datetime.fromisoformat(v)) if isinstance(v, str) else None
 
 
 def _is_uploader(who: Principal, scan: Scan) -> bool:
@@ -140,16 +148,16 @@ def _scan_for(s: Session, scan_id: str) -> Scan:
 # -- opening --------------------------------------------------------------------------------
 def _check_new(s: Session, scan: Scan, decision: Decision) -> None:
     """One active dispute per scan, one dispute per decision, none of a takedown."""
-    decided = decision.decided_at.isoformat()
+    decided = decision.decided_at
     for d in s.scalars(select(Dispute).where(Dispute.scan_id == scan.id)):
         if d.state in ACTIVE:
             raise DisputeConflict(f"dispute {d.id} on this scan is still {d.state}; one "
                                   "dispute at a time")
         hist = d.history or []
-        if hist and (hist[0].get("decision") or {}).get("decided_at") == decided:
+        if hist and _time((hist[0].get("decision") or {}).get("decided_at")) == decided:
             raise DisputeConflict(f"this decision was already disputed (dispute {d.id}, "
                                   f"{d.state})")
-        if any((h.get("result") or {}).get("decided_at") == decided
+        if any(_time((h.get("result") or {}).get("decided_at")) == decided
                and h.get("event") == "takedown" for h in hist):
             raise DisputeConflict(
                 f"this decision ended the appeal of dispute {d.id}; the platform's complaint "
@@ -206,7 +214,7 @@ def open_dispute(db: Database, *, scan_id: str, reason: str, who: Principal,
                       "note": None, "claimant": owner or MODERATORS, "review_id": review_id,
                       "decision": {"action": decision.action, "by": decision.by,
                                    "automated": decision.automated,
-                                   "decided_at": decision.decided_at.isoformat()}}]
+                                   "decided_at": rfc3339(decision.decided_at)}}]
         _record(s, d, scan, event="open", actor=who.id, prev=None,
                 extra={"review_id": review_id, "disputed": decision.action})
         return _out(d, scan, who)
@@ -245,7 +253,7 @@ def _outcome(s: Session, d: Dispute, scan: Scan, step: Step, *, event: str, acto
             return None
     new = new.model_copy(update={"decided_at": now})
     record_decision(s, scan, new, actor=actor, note=f"dispute {d.id}: {event}")
-    return {"action": new.action, "decided_at": new.decided_at.isoformat()}
+    return {"action": new.action, "decided_at": rfc3339(new.decided_at)}
 
 
 def _close_review(s: Session, d: Dispute, scan: Scan, *, actor: str,

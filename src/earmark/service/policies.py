@@ -4,7 +4,6 @@ goes live (``earmark policy simulate``, ``POST /v1/policies/{owner}/simulate``).
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 
 from pydantic import BaseModel
@@ -17,6 +16,7 @@ from earmark.moderation.policy import PolicyBody, PolicyVersion, decide
 from earmark.service.decisions import current_policies, newest_policies
 from earmark.store.db import Database
 from earmark.store.models import Policy, Scan
+from earmark.utc import UtcDatetime
 
 
 class PolicyNotFound(EarmarkError):
@@ -28,7 +28,7 @@ class PolicyOut(BaseModel):
     version: int
     body: PolicyBody
     created_by: str | None
-    created_at: dt.datetime
+    created_at: UtcDatetime
 
 
 def _out(p: Policy) -> PolicyOut:

@@ -16,6 +16,7 @@ from earmark.moderation.policy import Action, Decision, MuteSpan
 from earmark.service.decisions import record_decision
 from earmark.store.db import Database
 from earmark.store.models import Dispute, Review, Scan, utcnow
+from earmark.utc import UtcDatetime
 
 #: what a reviewer may decide (``review`` again would loop)
 REVIEW_ACTIONS: tuple[Action, ...] = ("allow", "track", "label", "monetize", "mute", "block")
@@ -37,8 +38,8 @@ class ReviewOut(BaseModel):
     owners: list[str]
     ai_probability: float | None
     match_ms: int | None
-    created_at: dt.datetime
-    decided_at: dt.datetime | None
+    created_at: UtcDatetime
+    decided_at: UtcDatetime | None
     reviewer: str | None
     action: str | None
     note: str | None

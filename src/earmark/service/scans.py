@@ -27,6 +27,7 @@ from earmark.audio.decode import probe
 from earmark.errors import EarmarkError, InputError, InputTooLong
 from earmark.store.db import Database
 from earmark.store.models import Review, Scan
+from earmark.utc import UtcDatetime
 
 CHUNK = 1 << 20
 
@@ -65,8 +66,8 @@ class ScanOut(BaseModel):
     size_bytes: int
     territory: str | None
     content_type: str
-    created_at: dt.datetime
-    finished_at: dt.datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
     attempts: int
     error: str | None
     action: str | None

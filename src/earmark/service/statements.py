@@ -22,6 +22,7 @@ from earmark.moderation.statements import check, export_body
 from earmark.service.access import Principal
 from earmark.store.db import Database
 from earmark.store.models import Scan, Statement
+from earmark.utc import UtcDatetime
 
 #: the Transparency Database takes at most this many statements per call
 EXPORT_MAX = 100
@@ -36,7 +37,7 @@ class StatementOut(BaseModel):
     id: int
     scan_id: str
     action: str
-    created_at: dt.datetime
+    created_at: UtcDatetime
     body: dict[str, Any]
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from earmark.live.sources import safe_url
 from earmark.moderation import audit
 from earmark.service.access import KeyOut, Principal, Role, create_key, list_keys, revoke_key
 from earmark.store.models import AuditEntry, Webhook
+from earmark.utc import UtcDatetime
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -25,7 +25,7 @@ Moderator = Annotated[Principal, Depends(require("moderator"))]
 
 class AuditOut(BaseModel):
     seq: int
-    at: dt.datetime
+    at: UtcDatetime
     actor: str
     action: str
     subject: str | None
