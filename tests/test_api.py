@@ -155,6 +155,32 @@ def test_openapi_health_metrics(server: Server) -> None:
         assert "earmark_queue_jobs" in m and "earmark_http_requests_total" in m
 
 
+def test_openapi_declares_problems(server: Server) -> None:
+    with server.client(None) as c:
+        spec = c.get("/openapi.json").json()
+    ref = {"$ref": "#/components/schemas/Problem"}
+    assert {"type", "title", "status", "detail"} <= set(spec["components"]["schemas"]["Problem"]
+                                                        ["required"])
+
+    def declared(path: str, method: str) -> set[int]:
+        out = set()
+        for status, r in spec["paths"][path][method]["responses"].items():
+            if status[0] in "45":
+                assert r["content"] == {PROBLEM: {"schema": ref}}, (path, method, status)
+                out.add(int(status))
+        return out
+
+    assert {401, 409, 413, 415, 422} <= declared("/v1/scans", "post")
+    assert {401, 404} <= declared("/v1/scans/{scan_id}", "get")
+    assert {401, 403, 404, 409, 422} <= declared("/v1/reviews/{review_id}/decision", "post")
+    assert {401, 403} <= declared("/v1/keys", "get")
+    # every 4xx of every /v1 route is a problem; FastAPI's own validation error is gone
+    for path, ops in spec["paths"].items():
+        for method in ops:
+            assert not path.startswith("/v1") or 401 in declared(path, method), path
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
 @needs_ffmpeg
 def test_upload_is_identified_decided_and_idempotent(any_server: Server) -> None:
     with any_server.client("uploader") as c:

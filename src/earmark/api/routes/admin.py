@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AnyHttpUrl, BaseModel, Field
 from sqlalchemy import select
 
+from earmark.api import problems
 from earmark.api.deps import Ctx, require
 from earmark.api.problems import NotFound
 from earmark.live.sources import safe_url
@@ -18,7 +19,7 @@ from earmark.service.access import KeyOut, Principal, Role, create_key, list_key
 from earmark.store.models import AuditEntry, Webhook
 from earmark.utc import UtcDatetime
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], responses=problems.responses(401, 403))
 Admin = Annotated[Principal, Depends(require("admin"))]
 Moderator = Annotated[Principal, Depends(require("moderator"))]
 
@@ -86,7 +87,8 @@ def new_key(ctx: Ctx, who: Admin, body: KeyIn) -> KeyCreated:
     return KeyCreated(**out.model_dump(), key=secret)
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
+@router.delete("/keys/{key_id}", response_model=KeyOut, tags=["keys"],
+                responses=problems.responses(404))
 def delete_key(ctx: Ctx, who: Admin, key_id: str) -> KeyOut:
     return revoke_key(ctx.db, key_id, actor=who.id)
 
@@ -132,7 +134,8 @@ def new_webhook(ctx: Ctx, who: Admin, body: WebhookIn) -> WebhookOut:
         return WebhookOut(id=w.id, url=w.url, events=w.events, active=True, secret=w.secret)
 
 
-@router.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"])
+@router.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"],
+                responses=problems.responses(404))
 def delete_webhook(ctx: Ctx, who: Admin, webhook_id: int) -> None:
     with ctx.db.session() as s:
         w = s.get(Webhook, webhook_id)

@@ -15,12 +15,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from earmark.api import problems
 from earmark.api.deps import Ctx, require
 from earmark.service.access import Principal
 from earmark.store.db import Database
 from earmark.store.models import LiveEvent
 
-router = APIRouter(prefix="/v1/live", tags=["live"])
+router = APIRouter(prefix="/v1/live", tags=["live"], responses=problems.responses(401, 403))
 Moderator = Annotated[Principal, Depends(require("moderator"))]
 
 

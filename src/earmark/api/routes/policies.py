@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from earmark.api import problems
 from earmark.api.deps import Caller, Ctx, require
 from earmark.moderation.policy import PLATFORM, PolicyBody
 from earmark.service.access import Forbidden, Principal
@@ -19,7 +20,8 @@ from earmark.service.policies import (
     simulate,
 )
 
-router = APIRouter(prefix="/v1/policies", tags=["policies"])
+router = APIRouter(prefix="/v1/policies", tags=["policies"],
+                   responses=problems.responses(401, 403))
 OwnerPath = Annotated[str, "owner"]
 
 
@@ -46,7 +48,7 @@ def policy_versions(ctx: Ctx, who: Caller, owner: str) -> list[PolicyOut]:
     return list_policies(ctx.db, owner=owner)
 
 
-@router.get("/{owner}/{version}", response_model=PolicyOut)
+@router.get("/{owner}/{version}", response_model=PolicyOut, responses=problems.responses(404))
 def policy_version(ctx: Ctx, who: Caller, owner: str, version: int) -> PolicyOut:
     if not (who.at_least("moderator") or who.owner == owner or owner == PLATFORM):
         raise Forbidden(f"the policy of {owner!r} is its owner's")

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
+from earmark.api import problems
 from earmark.api.deps import Caller, Ctx, may_act_for, require
 from earmark.api.problems import InvalidRequest, NotFound
 from earmark.errors import UnknownReference
@@ -33,7 +34,10 @@ from earmark.service.catalog import (
 from earmark.service.scans import display_name, store_upload
 from earmark.store.models import Exclusion
 
-router = APIRouter(prefix="/v1/references", tags=["references"])
+router = APIRouter(prefix="/v1/references", tags=["references"],
+                   responses=problems.responses(401, 403))
+_ONE = problems.responses(404)  #: routes of one reference (or the catalog) that may be absent
+_ADD = problems.responses(409, s409="The catalog refused the reference (`catalog_error`)")
 OwnerKey = Annotated[Principal, Depends(require("owner"))]
 
 
@@ -67,7 +71,7 @@ def references(ctx: Ctx, who: Caller, owner: str | None = None) -> list[Referenc
     return [r for r in rows if owner is None or r.owner == owner]
 
 
-@router.get("/{reference_id}", response_model=ReferenceOut)
+@router.get("/{reference_id}", response_model=ReferenceOut, responses=_ONE)
 def reference(ctx: Ctx, who: OwnerKey, reference_id: str) -> ReferenceOut:
     ref = _get(ctx, reference_id)
     may_act_for(who, ref.owner)
@@ -75,7 +79,7 @@ def reference(ctx: Ctx, who: OwnerKey, reference_id: str) -> ReferenceOut:
 
 
 @router.get("/{reference_id}/audio", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {"application/octet-stream": {}}}, **_ONE})
 def reference_audio(ctx: Ctx, who: Annotated[Principal, Depends(require("moderator"))],
                     reference_id: str) -> FileResponse:
     """The reference's audio (for the review page's player), where the file is still there."""
@@ -101,7 +105,8 @@ def _add(ctx: Ctx, rows: list[dict[str, str | None]], who: Principal) -> AddRepo
     return rep
 
 
-@router.post("", status_code=201, response_model=AddReport)
+@router.post("", status_code=201, response_model=AddReport,
+             responses={**_ADD, **problems.responses(413, 415)})
 def add_reference(
     ctx: Ctx, who: OwnerKey,
     file: Annotated[UploadFile, File()],
@@ -147,7 +152,7 @@ class ImportRequest(BaseModel):
     references: list[ImportRow] = Field(min_length=1, max_length=10_000)
 
 
-@router.post("/import", response_model=AddReport)
+@router.post("/import", response_model=AddReport, responses=_ADD)
 def import_references(ctx: Ctx, who: OwnerKey, body: ImportRequest) -> AddReport:
     """Bulk import of files already on the server (under EARMARK_SCAN_PATHS)."""
     root = ctx.settings.scan_paths
@@ -174,7 +179,7 @@ class ReferencePatch(BaseModel):
     isrc: str | None = Field(default=None, pattern=r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 
 
-@router.patch("/{reference_id}", response_model=ReferenceOut)
+@router.patch("/{reference_id}", response_model=ReferenceOut, responses=_ONE)
 def edit_reference(ctx: Ctx, who: OwnerKey, reference_id: str,
                    body: ReferencePatch) -> ReferenceOut:
     ref = _get(ctx, reference_id)
@@ -191,7 +196,7 @@ def edit_reference(ctx: Ctx, who: OwnerKey, reference_id: str,
     return ReferenceOut.model_validate(row)
 
 
-@router.delete("/{reference_id}", response_model=ReferenceOut)
+@router.delete("/{reference_id}", response_model=ReferenceOut, responses=_ONE)
 def delete_reference(ctx: Ctx, who: OwnerKey, reference_id: str) -> ReferenceOut:
     ref = _get(ctx, reference_id)
     may_act_for(who, ref.owner)
@@ -225,7 +230,7 @@ class ExclusionOut(ExclusionIn):
     reference_id: str
 
 
-@router.get("/{reference_id}/exclusions", response_model=list[ExclusionOut])
+@router.get("/{reference_id}/exclusions", response_model=list[ExclusionOut], responses=_ONE)
 def exclusions(ctx: Ctx, who: OwnerKey, reference_id: str) -> list[ExclusionOut]:
     may_act_for(who, _get(ctx, reference_id).owner)
     with ctx.db.reader() as s:
@@ -235,7 +240,8 @@ def exclusions(ctx: Ctx, who: OwnerKey, reference_id: str) -> list[ExclusionOut]
                          end_ms=e.end_ms, reason=e.reason) for e in rows]
 
 
-@router.post("/{reference_id}/exclusions", status_code=201, response_model=ExclusionOut)
+@router.post("/{reference_id}/exclusions", status_code=201, response_model=ExclusionOut,
+             responses=_ONE)
 def add_exclusion(ctx: Ctx, who: OwnerKey, reference_id: str,
                   body: ExclusionIn) -> ExclusionOut:
     """Exclude a stretch of the reference from matching (applies to later scans)."""
@@ -249,7 +255,7 @@ def add_exclusion(ctx: Ctx, who: OwnerKey, reference_id: str,
         return ExclusionOut(id=e.id, reference_id=reference_id, **body.model_dump())
 
 
-@router.delete("/{reference_id}/exclusions/{exclusion_id}", status_code=204)
+@router.delete("/{reference_id}/exclusions/{exclusion_id}", status_code=204, responses=_ONE)
 def delete_exclusion(ctx: Ctx, who: OwnerKey, reference_id: str, exclusion_id: int) -> None:
     may_act_for(who, _get(ctx, reference_id).owner)
     with ctx.db.session() as s:

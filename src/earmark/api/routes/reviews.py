@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from earmark.api import problems
 from earmark.api.deps import Ctx, require
 from earmark.moderation.policy import MuteSpan
 from earmark.service.access import Principal
 from earmark.service.reviews import ReviewOut, decide_review, get_review, list_reviews
 
-router = APIRouter(prefix="/v1/reviews", tags=["reviews"])
+router = APIRouter(prefix="/v1/reviews", tags=["reviews"], responses=problems.responses(401, 403))
 Moderator = Annotated[Principal, Depends(require("moderator"))]
 
 
@@ -30,7 +31,7 @@ def reviews(ctx: Ctx, who: Moderator,
                         short=short, older_than_h=older_than_h, limit=limit)
 
 
-@router.get("/{review_id}", response_model=ReviewOut)
+@router.get("/{review_id}", response_model=ReviewOut, responses=problems.responses(404))
 def review(ctx: Ctx, who: Moderator, review_id: int) -> ReviewOut:
     return get_review(ctx.db, review_id)
 
@@ -43,7 +44,8 @@ class ReviewDecision(BaseModel):
     mute: list[MuteSpan] | None = Field(default=None, max_length=1000)
 
 
-@router.post("/{review_id}/decision", response_model=ReviewOut)
+@router.post("/{review_id}/decision", response_model=ReviewOut, responses=problems.responses(
+    404, 409, s409="Already decided (`review_already_decided`)"))
 def decide(ctx: Ctx, who: Moderator, review_id: int, body: ReviewDecision) -> ReviewOut:
     """Decide a pending review (409 when someone already has)."""
     return decide_review(ctx.db, review_id, action=body.action,  # type: ignore[arg-type]

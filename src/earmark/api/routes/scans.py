@@ -10,13 +10,17 @@ from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from earmark.api import problems
 from earmark.api.deps import Caller, Ctx, require
 from earmark.api.problems import NotFound
 from earmark.service.access import Forbidden, Principal
 from earmark.service.scans import ScanOut, get_scan, list_scans, submit_path, submit_scan
 from earmark.store.models import Scan
 
-router = APIRouter(prefix="/v1/scans", tags=["scans"])
+router = APIRouter(prefix="/v1/scans", tags=["scans"], responses=problems.responses(401))
+#: what a new scan can meet: another client's external_id, the limits, not audio
+_NEW = problems.responses(409, 413, 415,
+                          s409="This external_id is another client's (`external_id_taken`)")
 
 ExternalId = Annotated[str | None, Field(min_length=1, max_length=200)]
 Territory = Annotated[str | None, Field(pattern="^[A-Za-z]{2}$")]
@@ -24,10 +28,9 @@ ContentType = Annotated[str, Field(pattern="^(upload|live|short|podcast)$")]
 
 
 @router.post("", status_code=202, response_model=ScanOut,
-             responses={200: {"description": "A scan with this external_id already exists"},
-                        413: {"description": "Too large or too long"},
-                        415: {"description": "Not audio or video"},
-                        422: {"description": "Empty, corrupt or invalid"}})
+             responses={200: {"model": ScanOut,
+                              "description": "A scan with this external_id already exists"},
+                        **_NEW})
 def create_scan(
     ctx: Ctx, response: Response,
     who: Annotated[Principal, Depends(require("uploader"))],
@@ -55,7 +58,8 @@ class PathScan(BaseModel):
     content_type: ContentType = "upload"
 
 
-@router.post("/by-path", status_code=202, response_model=ScanOut)
+@router.post("/by-path", status_code=202, response_model=ScanOut,
+             responses={**_NEW, **problems.responses(403)})
 def create_scan_by_path(ctx: Ctx, body: PathScan, response: Response,
                         who: Annotated[Principal, Depends(require("moderator"))]) -> ScanOut:
     """Queue a file already on the server (only where EARMARK_SCAN_PATHS is set)."""
@@ -114,14 +118,15 @@ def _submitter(ctx: Ctx, scan_id: str) -> str | None:
         return row.submitted_by if row else None
 
 
-@router.get("/{scan_id}", response_model=ScanOut)
+@router.get("/{scan_id}", response_model=ScanOut, responses=problems.responses(404))
 def scan(ctx: Ctx, who: Caller, scan_id: str) -> ScanOut:
     """The scan; once ``done``, its evidence and decision."""
     return check_visible(ctx, who, scan_id)
 
 
 @router.get("/{scan_id}/audio", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+            responses={200: {"content": {"application/octet-stream": {}}},
+                       **problems.responses(403, 404)})
 def scan_audio(ctx: Ctx, who: Annotated[Principal, Depends(require("moderator"))],
                scan_id: str) -> FileResponse:
     """The uploaded file as it was received (for the review page's player)."""

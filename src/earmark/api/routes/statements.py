@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from earmark.api import problems
 from earmark.api.deps import Caller, Ctx, require
 from earmark.service.access import Principal
 from earmark.service.statements import (
@@ -19,7 +20,8 @@ from earmark.service.statements import (
     list_statements,
 )
 
-router = APIRouter(prefix="/v1/statements", tags=["statements"])
+router = APIRouter(prefix="/v1/statements", tags=["statements"],
+                   responses=problems.responses(401))
 Moderator = Annotated[Principal, Depends(require("moderator"))]
 
 
@@ -34,7 +36,8 @@ def statements(ctx: Ctx, who: Caller,
 
 
 @router.get("/export", responses={200: {"description": "The body of one submission to "
-                                        "POST /api/v1/statements of the Transparency DB"}})
+                                        "POST /api/v1/statements of the Transparency DB"},
+                                   **problems.responses(403)})
 def export_statements(ctx: Ctx, who: Moderator, response: Response,
                       since: dt.datetime | None = None, until: dt.datetime | None = None,
                       after: Annotated[int, Query(ge=0)] = 0,
@@ -50,6 +53,6 @@ def export_statements(ctx: Ctx, who: Moderator, response: Response,
     return {"statements": ex.statements}
 
 
-@router.get("/{statement_id}", response_model=StatementOut)
+@router.get("/{statement_id}", response_model=StatementOut, responses=problems.responses(404))
 def statement(ctx: Ctx, who: Caller, statement_id: int) -> StatementOut:
     return get_statement(ctx.db, statement_id, who=who)
