@@ -29,7 +29,7 @@ from conftest import (
     write_audio,
 )
 from earmark.api.app import ConfigError, create_app, make_context
-from earmark.api.deps import Context
+from earmark.api.deps import MAX_ID, Context
 from earmark.config import Settings
 from earmark.service.access import Role, create_key
 
@@ -432,3 +432,36 @@ def test_every_response_time_is_typed_utc(server: Server) -> None:
     found = [x for name, sch in schemas.items() for x in bare(sch, name)]
     assert not found, found
     assert sum(json.dumps(s).count("date-time") for s in schemas.values()) >= 10
+
+
+def test_ids_are_bounded_by_what_the_database_holds(any_server: Server) -> None:
+    """Ids and sequence numbers beyond the INTEGER columns (32-bit on PostgreSQL) are a 422
+    that names the parameter, on both databases, and OpenAPI gives the bounds."""
+    top = MAX_ID
+    too_big = [top + 1, 2**63, 2**64]
+    with any_server.client("admin") as c:
+        for n in [*too_big, 0]:
+            for method, url in [("GET", f"/v1/reviews/{n}"), ("GET", f"/v1/disputes/{n}"),
+                                ("POST", f"/v1/disputes/{n}/uphold"),
+                                ("GET", f"/v1/statements/{n}"),
+                                ("GET", f"/v1/policies/label-a/{n}"),
+                                ("DELETE", f"/v1/webhooks/{n}"),
+                                ("DELETE", f"/v1/references/ref0/exclusions/{n}")]:
+                r = c.request(method, url)
+                assert_problem(r, 422, "invalid_request")
+                assert r.json()["errors"][0]["loc"][0] == "path", r.json()
+        for n in too_big:
+            for url in ("/v1/audit", "/v1/statements/export", "/v1/live/events"):
+                assert_problem(c.get(url, params={"after": n}), 422, "invalid_request")
+        assert_problem(c.post("/v1/references/ref0/exclusions",
+                              json={"start_ms": 0, "end_ms": top + 1, "reason": "x"}), 422)
+        # the largest one is a fine question with no answer, on PostgreSQL too
+        assert_problem(c.get(f"/v1/reviews/{top}"), 404)
+        assert_problem(c.post(f"/v1/disputes/{top}/uphold"), 404)
+        assert c.get("/v1/audit", params={"after": top}).json() == []
+        spec = c.get("/openapi.json").json()
+    (param,) = spec["paths"]["/v1/reviews/{review_id}"]["get"]["parameters"]
+    assert (param["schema"]["minimum"], param["schema"]["maximum"]) == (1, top)
+    after = next(p for p in spec["paths"]["/v1/audit"]["get"]["parameters"]
+                 if p["name"] == "after")
+    assert after["schema"]["maximum"] == top

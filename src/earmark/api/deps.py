@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+import fastapi
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from earmark.config import Settings
@@ -40,6 +41,16 @@ def get_ctx(request: Request) -> Context:
 
 
 Ctx = Annotated[Context, Depends(get_ctx)]
+
+#: The largest id or sequence number a path or query may name. The service tables keep them
+#: in INTEGER columns, 32-bit on PostgreSQL (SQLite's hold 64 bits), so a larger one could not
+#: name a row and would fail the query (PostgreSQL: "integer out of range"; SQLite's driver:
+#: OverflowError beyond 64 bits): it is refused as invalid (422) instead, and OpenAPI says so.
+MAX_ID = 2**31 - 1
+#: a row id in the path (webhooks, reviews, disputes, statements, exclusions, versions)
+Id = Annotated[int, fastapi.Path(ge=1, le=MAX_ID)]
+#: "entries after this sequence number / id" in the query (0: from the start)
+After = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 _bearer = HTTPBearer(auto_error=False, description="An earmark API key: em_<id>_<secret>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)

@@ -164,15 +164,6 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
         return problem(422, "invalid_request", detail or "invalid request", errors=errors)
 
-    @app.exception_handler(OverflowError)
-    async def _overflow(_req: Request, exc: OverflowError) -> JSONResponse:
-        # an integer in the path or query that SQLite cannot bind (beyond 64 bits) is the
-        # caller's mistake; any other overflow stays a server error
-        if "SQLite INTEGER" not in str(exc):
-            raise exc
-        return problem(422, "invalid_request", "a number in the request is out of range "
-                       "(integers are 64-bit)")
-
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",

@@ -31,7 +31,7 @@ from jinja2 import Environment, FileSystemLoader
 from sqlalchemy import select
 
 from earmark.api import ui_view
-from earmark.api.deps import Ctx
+from earmark.api.deps import Ctx, Id
 from earmark.api.spectrogram import cached_spectrogram
 from earmark.errors import EarmarkError
 from earmark.evidence import Evidence
@@ -315,7 +315,7 @@ def spectrogram(ctx: Ctx, who: Reviewer, scan_id: str) -> Response:
 
 
 @router.post("/reviews/{review_id}/decision", response_class=HTMLResponse)
-def decide(request: Request, ctx: Ctx, who: Reviewer, review_id: int,
+def decide(request: Request, ctx: Ctx, who: Reviewer, review_id: Id,
            action: Annotated[str, Form(max_length=16)] = "",
            note: Annotated[str, Form(max_length=4000)] = "",
            csrf: Annotated[str, Form()] = "") -> Response:

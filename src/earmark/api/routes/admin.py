@@ -11,7 +11,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field
 from sqlalchemy import select
 
 from earmark.api import problems
-from earmark.api.deps import Ctx, require
+from earmark.api.deps import After, Ctx, Id, require
 from earmark.api.problems import NotFound
 from earmark.live.sources import safe_url
 from earmark.moderation import audit
@@ -45,7 +45,7 @@ class VerifyOut(BaseModel):
 
 @router.get("/audit", response_model=list[AuditOut], tags=["audit"])
 def audit_log(ctx: Ctx, who: Moderator,
-              after: Annotated[int, Query(ge=0)] = 0,
+              after: After = 0,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               subject: Annotated[str | None, Query(max_length=255)] = None) -> list[AuditOut]:
     """Entries after sequence number ``after``, oldest first."""
@@ -136,7 +136,7 @@ def new_webhook(ctx: Ctx, who: Admin, body: WebhookIn) -> WebhookOut:
 
 @router.delete("/webhooks/{webhook_id}", status_code=204, tags=["webhooks"],
                 responses=problems.responses(404))
-def delete_webhook(ctx: Ctx, who: Admin, webhook_id: int) -> None:
+def delete_webhook(ctx: Ctx, who: Admin, webhook_id: Id) -> None:
     with ctx.db.session() as s:
         w = s.get(Webhook, webhook_id)
         if w is None:

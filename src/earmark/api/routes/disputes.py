@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from earmark.api import problems
-from earmark.api.deps import Caller, Ctx
+from earmark.api.deps import Caller, Ctx, Id
 from earmark.moderation.disputes import STATES
 from earmark.service.disputes import DisputeOut, act, get_dispute, list_disputes, open_dispute
 
@@ -54,30 +54,30 @@ def disputes(ctx: Ctx, who: Caller,
 
 
 @router.get("/{dispute_id}", response_model=DisputeOut, responses=problems.responses(404))
-def dispute(ctx: Ctx, who: Caller, dispute_id: int) -> DisputeOut:
+def dispute(ctx: Ctx, who: Caller, dispute_id: Id) -> DisputeOut:
     return get_dispute(ctx.db, dispute_id, who=who)
 
 
 @router.post("/{dispute_id}/release", response_model=DisputeOut, responses=_MOVE)
-def release(ctx: Ctx, who: Caller, dispute_id: int, body: Move | None = None) -> DisputeOut:
+def release(ctx: Ctx, who: Caller, dispute_id: Id, body: Move | None = None) -> DisputeOut:
     """Claimant: release the claim (the decision drops it)."""
     return act(ctx.db, dispute_id, event="release", who=who, note=body.note if body else None)
 
 
 @router.post("/{dispute_id}/uphold", response_model=DisputeOut, responses=_MOVE)
-def uphold(ctx: Ctx, who: Caller, dispute_id: int, body: Move | None = None) -> DisputeOut:
+def uphold(ctx: Ctx, who: Caller, dispute_id: Id, body: Move | None = None) -> DisputeOut:
     """Claimant: the claim stands; the uploader may appeal within 30 days."""
     return act(ctx.db, dispute_id, event="uphold", who=who, note=body.note if body else None)
 
 
 @router.post("/{dispute_id}/appeal", response_model=DisputeOut, responses=_MOVE)
-def appeal(ctx: Ctx, who: Caller, dispute_id: int, body: Move) -> DisputeOut:
+def appeal(ctx: Ctx, who: Caller, dispute_id: Id, body: Move) -> DisputeOut:
     """Uploader: appeal an upheld claim (a note is required)."""
     return act(ctx.db, dispute_id, event="appeal", who=who, note=body.note)
 
 
 @router.post("/{dispute_id}/takedown", response_model=DisputeOut, responses=_MOVE)
-def takedown(ctx: Ctx, who: Caller, dispute_id: int, body: Move | None = None) -> DisputeOut:
+def takedown(ctx: Ctx, who: Caller, dispute_id: Id, body: Move | None = None) -> DisputeOut:
     """Claimant: answer an appeal with a takedown (``block``, decided by a person)."""
     return act(ctx.db, dispute_id, event="takedown", who=who,
                note=body.note if body else None)

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from earmark.api import problems
-from earmark.api.deps import Ctx, require
+from earmark.api.deps import MAX_ID, After, Ctx, require
 from earmark.service.access import Principal
 from earmark.store.db import Database
 from earmark.store.models import LiveEvent
@@ -37,7 +37,7 @@ def events_after(db: Database, after: int, *, stream: str | None = None,
 
 @router.get("/events")
 def live_events(ctx: Ctx, who: Moderator,
-                after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+                after: After = 0,
                 stream: Annotated[str | None, Query(max_length=255)] = None,
                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[dict[str, Any]]:
     """Events after sequence number ``after`` (each carries its ``seq``)."""
@@ -50,13 +50,14 @@ async def live_event_stream(
     request: Request, ctx: Ctx, who: Moderator,
     stream: Annotated[str | None, Query(max_length=255)] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> StreamingResponse:
     """Server-sent events as they are recorded; ``id`` is the sequence number, ``event``
     the event name. Without ``Last-Event-ID`` or ``after`` it starts with new events."""
     if after is None:
-        ok = last_event_id is not None and re.fullmatch(r"[0-9]{1,18}", last_event_id)
+        ok = last_event_id is not None and re.fullmatch(r"[0-9]{1,10}", last_event_id)
         after = int(last_event_id) if ok and last_event_id else None
+        after = after if after is not None and after <= MAX_ID else None
     if after is None:
         with ctx.db.reader() as s:
             after = s.scalar(select(LiveEvent.seq).order_by(LiveEvent.seq.desc()).limit(1)) or 0

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from earmark.api import problems
-from earmark.api.deps import Caller, Ctx, require
+from earmark.api.deps import Caller, Ctx, Id, require
 from earmark.moderation.policy import PLATFORM, PolicyBody
 from earmark.service.access import Forbidden, Principal
 from earmark.service.policies import (
@@ -49,7 +49,7 @@ def policy_versions(ctx: Ctx, who: Caller, owner: str) -> list[PolicyOut]:
 
 
 @router.get("/{owner}/{version}", response_model=PolicyOut, responses=problems.responses(404))
-def policy_version(ctx: Ctx, who: Caller, owner: str, version: int) -> PolicyOut:
+def policy_version(ctx: Ctx, who: Caller, owner: str, version: Id) -> PolicyOut:
     if not (who.at_least("moderator") or who.owner == owner or owner == PLATFORM):
         raise Forbidden(f"the policy of {owner!r} is its owner's")
     return get_policy(ctx.db, owner=owner, version=version)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import select
 
 from earmark.api import problems
-from earmark.api.deps import Caller, Ctx, may_act_for, require
+from earmark.api.deps import MAX_ID, Caller, Ctx, Id, may_act_for, require
 from earmark.api.problems import InvalidRequest, NotFound
 from earmark.errors import UnknownReference
 from earmark.moderation import audit
@@ -213,8 +213,8 @@ def delete_reference(ctx: Ctx, who: OwnerKey, reference_id: str) -> ReferenceOut
 
 # -- exclusions -----------------------------------------------------------------------------
 class ExclusionIn(BaseModel):
-    start_ms: int = Field(ge=0)
-    end_ms: int = Field(gt=0)
+    start_ms: int = Field(ge=0, le=MAX_ID)  # INTEGER columns, like the ids
+    end_ms: int = Field(gt=0, le=MAX_ID)
     reason: str = Field(min_length=1, max_length=255,
                         examples=["public-domain melody", "licensed sample"])
 
@@ -256,7 +256,7 @@ def add_exclusion(ctx: Ctx, who: OwnerKey, reference_id: str,
 
 
 @router.delete("/{reference_id}/exclusions/{exclusion_id}", status_code=204, responses=_ONE)
-def delete_exclusion(ctx: Ctx, who: OwnerKey, reference_id: str, exclusion_id: int) -> None:
+def delete_exclusion(ctx: Ctx, who: OwnerKey, reference_id: str, exclusion_id: Id) -> None:
     may_act_for(who, _get(ctx, reference_id).owner)
     with ctx.db.session() as s:
         e = s.get(Exclusion, exclusion_id)

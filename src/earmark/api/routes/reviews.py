@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from earmark.api import problems
-from earmark.api.deps import Ctx, require
+from earmark.api.deps import Ctx, Id, require
 from earmark.moderation.policy import MuteSpan
 from earmark.service.access import Principal
 from earmark.service.reviews import ReviewOut, decide_review, get_review, list_reviews
@@ -32,7 +32,7 @@ def reviews(ctx: Ctx, who: Moderator,
 
 
 @router.get("/{review_id}", response_model=ReviewOut, responses=problems.responses(404))
-def review(ctx: Ctx, who: Moderator, review_id: int) -> ReviewOut:
+def review(ctx: Ctx, who: Moderator, review_id: Id) -> ReviewOut:
     return get_review(ctx.db, review_id)
 
 
@@ -46,7 +46,7 @@ class ReviewDecision(BaseModel):
 
 @router.post("/{review_id}/decision", response_model=ReviewOut, responses=problems.responses(
     404, 409, s409="Already decided (`review_already_decided`)"))
-def decide(ctx: Ctx, who: Moderator, review_id: int, body: ReviewDecision) -> ReviewOut:
+def decide(ctx: Ctx, who: Moderator, review_id: Id, body: ReviewDecision) -> ReviewOut:
     """Decide a pending review (409 when someone already has)."""
     return decide_review(ctx.db, review_id, action=body.action,  # type: ignore[arg-type]
                          reviewer=who.id, note=body.note, mute=body.mute)

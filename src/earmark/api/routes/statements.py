@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from earmark.api import problems
-from earmark.api.deps import Caller, Ctx, require
+from earmark.api.deps import After, Caller, Ctx, Id, require
 from earmark.service.access import Principal
 from earmark.service.statements import (
     EXPORT_MAX,
@@ -40,7 +40,7 @@ def statements(ctx: Ctx, who: Caller,
                                    **problems.responses(403)})
 def export_statements(ctx: Ctx, who: Moderator, response: Response,
                       since: dt.datetime | None = None, until: dt.datetime | None = None,
-                      after: Annotated[int, Query(ge=0)] = 0,
+                      after: After = 0,
                       limit: Annotated[int, Query(ge=1, le=EXPORT_MAX)] = EXPORT_MAX,
                       ) -> dict[str, Any]:
     """``{"statements": [...]}`` in the Transparency Database's shape, without personal
@@ -54,5 +54,5 @@ def export_statements(ctx: Ctx, who: Moderator, response: Response,
 
 
 @router.get("/{statement_id}", response_model=StatementOut, responses=problems.responses(404))
-def statement(ctx: Ctx, who: Caller, statement_id: int) -> StatementOut:
+def statement(ctx: Ctx, who: Caller, statement_id: Id) -> StatementOut:
     return get_statement(ctx.db, statement_id, who=who)
