@@ -20,6 +20,7 @@ import pytest
 
 from earmark.audio import effects
 from earmark.audio.decode import decode
+from earmark.bench.grid import speech_track
 
 CORPUS = Path(os.environ.get("EARMARK_CORPUS", Path.home() / ".cache/earmark-corpus"))
 SMALL = ("drascula-music", "fretsonfire-songs-sectoid", "pushover-data")
@@ -107,6 +108,36 @@ def test_edited_excerpts_of_real_music_are_found(setup: dict) -> None:
         assert abs(ref_at_q0 - start * 1000) < 150, out
         assert abs(s["tempo_ratio"] - tempo) / tempo < 0.02
         assert 0 < m["confidence"] <= 1
+
+
+def test_talk_over_real_music_is_found_through_the_speech_mask(setup: dict) -> None:
+    """A presenter (espeak-ng) talking over a catalog track as loud as it: the speech mask
+    gates, and its hashes lift the right reference's alignment above the plain fingerprint's
+    and above every other reference's. (The confidence model decides whether it is reported;
+    docs/benchmarks.md measures that.)"""
+    from earmark.identify.fingerprinter import TripletFingerprinter
+    from earmark.service.catalog import open_catalog
+
+    r = setup["catalog"][5]
+    y = decode(CORPUS / r["path"], 8000)
+    talk = speech_track(8000)[5 * 8000:]
+    seg = y[60 * 8000: 67 * 8000]
+    q = effects.mix_over(seg, talk[: seg.size], 0.0)
+    with open_catalog(home=setup["db"]) as cat:
+        key = next(k for k, ref in cat.store.by_keys(cat.index.ref_keys()).items()
+                   if ref.id == r["id"])
+        best = {}
+        for mask in (False, True):
+            ident = cat.identifier
+            ident.fingerprinter = TripletFingerprinter(speech_mask=mask)
+            if mask:
+                assert ident.fingerprinter.speech_cells(q) is not None
+            raw = ident.identify(q).raw
+            mine = [a.score for a in raw if a.ref_key == key]
+            others = [a.score for a in raw if a.ref_key != key]
+            best[mask] = (max(mine, default=0), max(others, default=0))
+    assert best[True][0] > best[False][0]
+    assert best[True][0] > 2 * best[True][1], best
 
 
 def test_music_outside_the_catalog_is_not_matched(setup: dict) -> None:

@@ -37,7 +37,8 @@ def collect(catalog: Catalog | None, **kw: object) -> tuple[StreamWatcher, list[
 
 
 def test_stream_prints_equal_the_one_piece_query() -> None:
-    fp = TripletFingerprinter()
+    # the plain prints (the speech mask gates per query in one piece, per second in a stream)
+    fp = TripletFingerprinter(speech_mask=False)
     y = music(7, 30.0)
     one = fp.query(y)
     sp = StreamPrints(fp)
@@ -54,6 +55,22 @@ def test_stream_prints_equal_the_one_piece_query() -> None:
     b = set(zip(keys.tolist(), np.round(ts, 1).tolist(), strict=True))
     assert len(a & b) >= 0.97 * len(a) and len(b - a) <= 0.03 * len(b)
     assert all(np.all(np.diff(p.hashes.t) >= 0) for p in parts)  # sorted within a push
+
+
+def test_stream_prints_add_masked_hashes_under_talk_over() -> None:
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+
+    y = music(8, 12.0)
+    talk = mix_over(y, synth_speech_like(sr=SR, duration=12.0, rng=np.random.default_rng(1)),
+                    -5.0)
+    n = {}
+    for mask in (False, True):
+        sp = StreamPrints(TripletFingerprinter(speech_mask=mask, speech_gate=0.2))
+        parts = [sp.push(talk[i:i + 4000]) for i in range(0, talk.size, 4000)]
+        parts.append(sp.push(np.zeros(0, np.float32), last=True))
+        n[mask] = sum(len(p.hashes) for p in parts)
+    assert n[True] > 1.2 * n[False]
 
 
 @pytest.mark.parametrize("delta_s", [12.0, 17.5])

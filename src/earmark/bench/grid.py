@@ -85,6 +85,10 @@ HARD: tuple[Edit, ...] = (
     _pitch(-12), _pitch(-7), _pitch(-6), _pitch(6), _pitch(7), _pitch(12),
     _tempo(0.5), _tempo(0.75), _tempo(1.3), _tempo(2.0),
     _noise(0), _speech(0),
+    # speech of another synthesiser than the one the speech mask was trained on (flite's slt
+    # voice; espeak-ng where flite is not installed, and the report names the engine)
+    Edit("speech (flite) +5 dB", (("speech", {"snr_db": -5.0, "engine": "flite"}),),
+         family="speech"),
     Edit("babble 0 dB", (("babble", {"snr_db": 0.0}),), family="speech"),
     Edit("reverb 1.2 s", (("reverb", {"rt60": 1.2, "wet": 0.5}),), family="reverb"),
     Edit("phone band", (("phone_band", {}),), family="phone"),
@@ -105,21 +109,31 @@ HARD: tuple[Edit, ...] = (
 EDITS: dict[str, Edit] = {e.name: e for e in CORE + HARD}
 
 
+SPEECH_TEXT = (
+    "Hello everyone and welcome back to the channel. Today we are reacting to the "
+    "new video, and honestly I did not expect this at all. Let me know what you think "
+    "in the comments below, and do not forget to subscribe. Okay, so here is the part "
+    "I wanted to show you, listen to this, it is really something else. "
+)
+
+
 @lru_cache(maxsize=4)
-def speech_track(sr: int, seconds: float = 60.0, seed: int = 11) -> np.ndarray:
-    """Speech to talk over the music: espeak-ng when installed, else a speech-like babble."""
+def speech_track(sr: int, seconds: float = 60.0, seed: int = 11,
+                 engine: str = "espeak") -> np.ndarray:
+    """Speech to talk over the music: espeak-ng (or, with ``engine="flite"``, flite's slt
+    voice) when installed, else a speech-like babble."""
+    flite = shutil.which("flite") if engine == "flite" else None
     exe = shutil.which("espeak-ng") or shutil.which("espeak")
-    if exe:
-        text = (
-            "Hello everyone and welcome back to the channel. Today we are reacting to the "
-            "new video, and honestly I did not expect this at all. Let me know what you think "
-            "in the comments below, and do not forget to subscribe. Okay, so here is the part "
-            "I wanted to show you, listen to this, it is really something else. "
-        ) * 3
+    if flite or exe:
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "speech.wav"
-            subprocess.run([exe, "-w", str(out), "-s", "165", text], check=True,
-                           capture_output=True)
+            if flite:
+                subprocess.run([flite, "-voice", "slt", "-t", SPEECH_TEXT * 3, "-o", str(out)],
+                               check=True, capture_output=True)
+            else:
+                assert exe
+                subprocess.run([exe, "-w", str(out), "-s", "165", SPEECH_TEXT * 3], check=True,
+                               capture_output=True)
             y = decode(out, sr)
         if y.size >= sr * 5:
             return y[: int(seconds * sr)]
@@ -132,7 +146,7 @@ def apply(edit: Edit, y: np.ndarray, sr: int, rng: np.random.Generator) -> np.nd
     for name, kw in edit.steps:
         kw = dict(kw)
         if name in ("speech", "babble"):
-            sp = speech_track(sr)
+            sp = speech_track(sr, engine=kw.get("engine", "espeak"))
             if name == "babble":
                 sp = synth_speech_like(sr=sr, duration=len(out) / sr + 1, rng=rng, talkers=6)
             start = int(rng.integers(0, max(1, sp.size - out.size)))

@@ -52,6 +52,30 @@ def train(
                       f"`earmark models promote {mid}`")
 
 
+@app.command("train-speech-mask")
+def train_speech_mask(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder with manifest.csv (music of its "
+                                         "non-catalog side is used).")],
+    out: Annotated[Path, typer.Option(metavar="ONNX", help="Model file to write.")
+                   ] = Path("speech_mask.onnx"),
+    examples: Annotated[int, typer.Option(min=10, help="Mixtures of 3 s.")] = 3000,
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    seed: Annotated[int, typer.Option(help="Split seed of `earmark bench identify`.")] = 0,
+) -> None:
+    """Train the speech mask that query fingerprinting uses under talk-over (train extra).
+
+    The shipped model (earmark/identify/speech_mask.onnx) was made by this command with its
+    defaults on the full dev corpus; see docs/fingerprint.md.
+    """
+    from earmark.identify.speech_train import MaskTrainConfig
+    from earmark.identify.speech_train import train as run_train
+
+    with user_errors():
+        card = run_train(MaskTrainConfig(corpus=corpus, out=out, examples=examples,
+                                         epochs=epochs, seed=seed), log=stderr().print)
+        stdout().print(json.dumps(card, indent=2))
+
+
 @app.command("list")
 def list_models(
     db: DbOption = None,

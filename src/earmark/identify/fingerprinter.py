@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import soxr
 
+from earmark.identify import speech
 from earmark.identify.hashes import Hashes, HashParams, triplet_hashes
 from earmark.identify.peaks import PeakParams, Peaks, find_peaks
 from earmark.identify.spectrogram import (
@@ -94,6 +95,13 @@ class TripletFingerprinter:
     query_margin: float = 0.2
     ladder: tuple[float, ...] = field(default_factory=speed_ladder)
     chunk_blocks: int = 60  #: reference chunk length, in one-second peak blocks
+    #: talk-over: where the speech mask (:mod:`earmark.identify.speech`) covers at least
+    #: ``speech_gate`` of a query's audible cells, each rung also gets hashes of peaks picked
+    #: among the cells the music dominates (added to, not instead of, the plain ones)
+    speech_mask: bool = True
+    speech_gate: float = 0.25
+    speech_replace: bool = False
+    speech_peaks_per_second: float = 26.0  #: denser: the mask has removed the speech peaks
 
     name: str = "triplet"
     version: str = "1"
@@ -126,6 +134,22 @@ class TripletFingerprinter:
         pk, _ = _stream_peaks([y], self.spec, p, chunk_blocks=10**9)
         return pk
 
+    def speech_cells(self, y: np.ndarray) -> np.ndarray | None:
+        """Cells of the query's spectrogram that speech dominates, or None when the speech
+        mask is off or covers less than ``speech_gate`` of the audible cells."""
+        if not self.speech_mask:
+            return None
+        S, _ = _spectrogram(y, self.spec)
+        cells = speech.default_mask().speech_cells(S)
+        return cells if speech.coverage(cells, S) >= self.speech_gate else None
+
+    def masked_query_peaks(self, y: np.ndarray, cells: np.ndarray) -> Peaks:
+        """Dense peaks of ``y`` among the cells that ``cells`` (speech) leaves to the music."""
+        S, lin = _spectrogram(y, self.spec)
+        p = PeakParams(**{**self.peaks.__dict__, "per_second": self.speech_peaks_per_second})
+        return find_peaks(S, p, frame_rate=self.spec.frame_rate, mask=~cells,
+                          refine=partial(_refine, lin, self.spec))
+
     def query(self, y: np.ndarray) -> QueryPrints:
         y = np.asarray(y, np.float32)
         sr = self.spec.sr
@@ -133,19 +157,24 @@ class TripletFingerprinter:
         speeds: list[np.ndarray] = []
         n_peaks = 0
         bpo = self.spec.bins_per_octave
+        cells = self.speech_cells(y)
         for v in self.ladder:
             # slow the query down by v: if it had been sped up by v, this undoes it exactly
             yv = y if v == 1.0 else soxr.resample(y, sr, sr * v, quality="LQ").astype(np.float32)
-            pk = self.query_peaks(yv)
-            n_peaks += len(pk)
-            h = triplet_hashes(pk, self.hashes, fan=self.query_fan, widen=self.query_widen,
-                               margin=self.query_margin)
-            # back to the query's own coordinates
-            h.t = h.t / np.float32(v)
-            h.span = h.span / np.float32(v)
-            h.f = h.f + np.float32(np.log2(v) * bpo)
-            parts.append(h)
-            speeds.append(np.full(len(h), v, np.float32))
+            sets = [] if cells is not None and self.speech_replace else [self.query_peaks(yv)]
+            if cells is not None:
+                n_frames = 1 + yv.size // self.spec.hop
+                sets.append(self.masked_query_peaks(yv, speech.warp(cells, v, n_frames, bpo)))
+            for pk in sets:
+                n_peaks += len(pk)
+                h = triplet_hashes(pk, self.hashes, fan=self.query_fan, widen=self.query_widen,
+                                   margin=self.query_margin)
+                # back to the query's own coordinates
+                h.t = h.t / np.float32(v)
+                h.span = h.span / np.float32(v)
+                h.f = h.f + np.float32(np.log2(v) * bpo)
+                parts.append(h)
+                speeds.append(np.full(len(h), v, np.float32))
         return QueryPrints(
             hashes=Hashes.concat(parts),
             speed=np.concatenate(speeds) if speeds else np.zeros(0, np.float32),
@@ -168,10 +197,17 @@ class PeakStream:
     params : PeakParams
     chunk_blocks : int
         Thinning blocks per processed chunk (1 for the lowest latency).
+    masked : float, optional
+        Pick peaks among the cells the speech mask leaves to the music, and only in chunks
+        where it covers at least this share of the audible cells (elsewhere: no peaks). The
+        talk-over companion of a plain stream (:meth:`TripletFingerprinter.query`).
     """
 
-    def __init__(self, spec: SpectrogramParams, params: PeakParams, chunk_blocks: int) -> None:
+    def __init__(self, spec: SpectrogramParams, params: PeakParams, chunk_blocks: int,
+                 masked: float | None = None) -> None:
         self.spec, self.params = spec, params
+        #: the gate of the speech-masked variant (None: plain peaks)
+        self.masked = masked
         block = max(1, round(spec.frame_rate))
         self.chunk = block * chunk_blocks  # frames owned by one chunk
         self.margin = params.bg_frames // 2 + params.time_radius + 2  # context either side
@@ -200,9 +236,7 @@ class PeakStream:
             g0 = max(0, self.f0 - self.margin)
             g1 = min(n_avail, f1 + self.margin)
             seg = self.buf[g0 * hop - self.buf0: (g1 - 1) * hop + spec.n_fft - self.buf0]
-            S, lin = padded_log_spectrogram(seg, spec, linear=True)
-            out.append(find_peaks(S, self.params, frame_rate=spec.frame_rate, frame0=g0,
-                                  keep=(self.f0, f1), refine=partial(_refine, lin, spec)))
+            out.append(self._peaks(seg, g0, (self.f0, f1)))
             self.f0 = f1
             drop = max(0, (self.f0 - self.margin) * hop - self.buf0)
             self.buf, self.buf0 = self.buf[drop:], self.buf0 + drop
@@ -231,9 +265,20 @@ class PeakStream:
             return Peaks.empty()
         g0 = max(0, self.f0 - self.margin)
         seg = self.buf[g0 * hop - self.buf0: (n_avail - 1) * hop + spec.n_fft - self.buf0]
+        return self._peaks(seg, g0, (self.f0, f1))
+
+    def _peaks(self, seg: np.ndarray, g0: int, keep: tuple[int, int]) -> Peaks:
+        spec = self.spec
         S, lin = padded_log_spectrogram(seg, spec, linear=True)
-        return find_peaks(S, self.params, frame_rate=spec.frame_rate, frame0=g0,
-                          keep=(self.f0, f1), refine=partial(_refine, lin, spec))
+        mask = None
+        if self.masked is not None:
+            cells = speech.default_mask().speech_cells(S)
+            inside = slice(keep[0] - g0, keep[1] - g0)
+            if speech.coverage(cells[inside], S[inside]) < self.masked:
+                return Peaks.empty()
+            mask = ~cells
+        return find_peaks(S, self.params, frame_rate=spec.frame_rate, frame0=g0, keep=keep,
+                          refine=partial(_refine, lin, spec), mask=mask)
 
     def finish(self) -> Peaks:
         """The end of the stream: the remaining peaks."""
@@ -250,6 +295,17 @@ def _stream_peaks(
     out = [ps.push(b) for b in _nonempty(blocks)]
     out.append(ps.finish())
     return Peaks.concat(out), ps.n_samples
+
+
+def _spectrogram(y: np.ndarray, spec: SpectrogramParams) -> tuple[np.ndarray, np.ndarray]:
+    """Log and linear spectrogram of a whole query, framed like :class:`PeakStream` frames it
+    (frame ``i`` centred on sample ``i * hop``)."""
+    pad = spec.n_fft // 2
+    yp = np.concatenate([np.zeros(pad, np.float32), np.asarray(y, np.float32),
+                         np.zeros(pad + spec.hop, np.float32)])
+    n = 1 + y.size // spec.hop
+    S, lin = padded_log_spectrogram(yp, spec, linear=True)
+    return S[:n], lin[:n]
 
 
 def _refine(lin: np.ndarray, spec: SpectrogramParams, ti: np.ndarray, fi: np.ndarray

@@ -77,6 +77,7 @@ def find_peaks(
     frame0: int = 0,
     keep: tuple[int, int] | None = None,
     refine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    mask: np.ndarray | None = None,
 ) -> Peaks:
     """Pick peaks in a log-frequency spectrogram.
 
@@ -95,6 +96,10 @@ def find_peaks(
     refine : callable, optional
         ``refine(ti, fi) -> f``: fractional log bins of the peaks at (frame, bin) indices of
         ``S``; by default a parabola along the log axis.
+    mask : np.ndarray [shape=S.shape, dtype=bool], optional
+        Cells that may hold a peak (e.g. not dominated by speech, see
+        :mod:`earmark.identify.speech`). Masked-out cells neither become peaks, nor suppress a
+        neighbour, nor count in the local mean. ``None``: every cell.
 
     Returns
     -------
@@ -104,13 +109,22 @@ def find_peaks(
     n_frames, n_bins = S.shape
     if n_frames < 3:
         return Peaks.empty()
-    bg = ndimage.uniform_filter(S, size=(params.bg_frames, params.bg_bins), mode="nearest")
-    W = S - bg
+    size = (params.bg_frames, params.bg_bins)
+    if mask is None:
+        W = S - ndimage.uniform_filter(S, size=size, mode="nearest")
+    else:
+        # the local mean of the kept cells only (a normalised convolution)
+        num = ndimage.uniform_filter(np.where(mask, S, 0.0).astype(np.float32), size=size,
+                                     mode="nearest")
+        den = ndimage.uniform_filter(mask.astype(np.float32), size=size, mode="nearest")
+        W = np.where(mask, S - num / np.maximum(den, 1e-3), -np.inf).astype(np.float32)
     mx = ndimage.maximum_filter(
         W, size=(2 * params.time_radius + 1, 2 * params.freq_radius + 1), mode="constant",
         cval=-np.inf,
     )
     cand = (W == mx) & (params.min_contrast_db < W) & (params.floor_db < S)
+    if mask is not None:
+        W = np.maximum(W, np.float32(-60.0))  # finite neighbours for the parabolic refinement
     cand[0, :] = cand[-1, :] = False
     cand[:, 0] = cand[:, -1] = False
     ti, fi = np.nonzero(cand)

@@ -9,6 +9,11 @@ is made of (and the strongest-peak choice of its target zone) can no longer chan
 hashes are the ones the one-piece computation would give for the same stream, so the live
 matcher inherits the file matcher's speed and pitch robustness; the work per second of
 audio is constant and the state is bounded (no growth over a 24 h stream).
+
+With the fingerprinter's speech mask on (:mod:`earmark.identify.speech`), each rung has a
+talk-over companion that picks peaks among the cells the mask leaves to the music, in the
+one-second chunks where speech covers at least ``speech_gate`` of the audible cells; its
+hashes are added to the plain ones, as in file queries.
 """
 
 from __future__ import annotations
@@ -36,20 +41,20 @@ class Settled:
 
 
 class _Rung:
-    def __init__(self, fp: TripletFingerprinter, v: float, chunk_blocks: int) -> None:
+    """The peaks and hashes of one rung of the ladder (samples already resampled by ``v``);
+    with ``masked``, of its talk-over companion (peaks among the cells the speech mask
+    leaves to the music, in chunks where speech covers at least that share)."""
+
+    def __init__(self, fp: TripletFingerprinter, v: float, chunk_blocks: int,
+                 masked: float | None = None) -> None:
         self.fp, self.v = fp, v
-        sr = fp.spec.sr
-        self.resampler = None if v == 1.0 else soxr.ResampleStream(
-            sr, sr * v, 1, dtype="float32", quality="LQ")
         params = PeakParams(**{**fp.peaks.__dict__, "per_second": fp.query_peaks_per_second})
-        self.peaks = PeakStream(fp.spec, params, chunk_blocks)
+        self.peaks = PeakStream(fp.spec, params, chunk_blocks, masked=masked)
         self.buf = Peaks.empty()
         self.done = 0.0  # rung frame: anchors before it have been hashed
         self.zone = fp.hashes.dt_max * (1.0 + fp.query_widen)  # longest triplet, rung frames
 
     def push(self, y: np.ndarray, last: bool = False) -> tuple[Hashes, int, float]:
-        if self.resampler is not None:
-            y = self.resampler.resample_chunk(y, last=last)
         before = self.peaks.settled_frames
         new = self.peaks.finish() if last else self.peaks.push(y)
         fp = self.fp
@@ -104,7 +109,13 @@ class StreamPrints:
 
     def __init__(self, fp: TripletFingerprinter, *, chunk_blocks: int = 1) -> None:
         self.fp = fp
+        sr = fp.spec.sr
+        self.resamplers = {v: soxr.ResampleStream(sr, sr * v, 1, dtype="float32", quality="LQ")
+                           for v in fp.ladder if v != 1.0}
         self.rungs = [_Rung(fp, v, chunk_blocks) for v in fp.ladder]
+        if fp.speech_mask:
+            self.rungs += [_Rung(fp, v, chunk_blocks, masked=fp.speech_gate)
+                           for v in fp.ladder]
         self.n_samples = 0
 
     def push(self, y: np.ndarray, *, last: bool = False) -> Settled:
@@ -112,8 +123,10 @@ class StreamPrints:
         y = np.asarray(y, np.float32)
         self.n_samples += y.size
         parts, speeds, n_peaks, upto = [], [], 0, np.inf
+        at = {v: (y if v == 1.0 else self.resamplers[v].resample_chunk(y, last=last))
+              for v in self.fp.ladder}
         for r in self.rungs:
-            h, n, u = r.push(y, last=last)
+            h, n, u = r.push(at[r.v], last=last)
             parts.append(h)
             speeds.append(np.full(len(h), r.v, np.float32))
             n_peaks += n
