@@ -66,7 +66,7 @@ def test_stream_prints_add_masked_hashes_under_talk_over() -> None:
                     -5.0)
     n = {}
     for mask in (False, True):
-        sp = StreamPrints(TripletFingerprinter(speech_mask=mask, speech_gate=0.2))
+        sp = StreamPrints(TripletFingerprinter(speech_gate=0.2), speech=mask)
         parts = [sp.push(talk[i:i + 4000]) for i in range(0, talk.size, 4000)]
         parts.append(sp.push(np.zeros(0, np.float32), last=True))
         n[mask] = sum(len(p.hashes) for p in parts)

@@ -10,10 +10,14 @@ hashes are the ones the one-piece computation would give for the same stream, so
 matcher inherits the file matcher's speed and pitch robustness; the work per second of
 audio is constant and the state is bounded (no growth over a 24 h stream).
 
-With the fingerprinter's speech mask on (:mod:`earmark.identify.speech`), each rung has a
-talk-over companion that picks peaks among the cells the mask leaves to the music, in the
-one-second chunks where speech covers at least ``speech_gate`` of the audible cells; its
-hashes are added to the plain ones, as in file queries.
+With ``speech=True`` (off by default; see below), each rung has a talk-over companion that
+picks peaks among the cells the speech mask (:mod:`earmark.identify.speech`) leaves to the
+music, in the one-second chunks where speech covers at least the fingerprinter's
+``speech_gate`` of the audible cells; its hashes are added to the plain ones, as in file
+queries. It runs the mask network on every rung's every chunk, which made the prints stage
+~3.5× slower here (60 s of music: 116× → 26× real time), and its gain on live detection is
+not measured yet, so live monitoring leaves it off until the mask is computed once per
+second and warped onto the rungs, as file queries do.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ class StreamPrints:
     fp : TripletFingerprinter
     chunk_blocks : int
         One-second peak blocks processed at a time per rung (1: lowest latency).
+    speech : bool
+        Add the talk-over companions (see the module's notes).
 
     Notes
     -----
@@ -107,13 +113,14 @@ class StreamPrints:
     zone (~0.7 s) at speed 1, scaled by ``1/v`` for rung ``v``.
     """
 
-    def __init__(self, fp: TripletFingerprinter, *, chunk_blocks: int = 1) -> None:
+    def __init__(self, fp: TripletFingerprinter, *, chunk_blocks: int = 1,
+                 speech: bool = False) -> None:
         self.fp = fp
         sr = fp.spec.sr
         self.resamplers = {v: soxr.ResampleStream(sr, sr * v, 1, dtype="float32", quality="LQ")
                            for v in fp.ladder if v != 1.0}
         self.rungs = [_Rung(fp, v, chunk_blocks) for v in fp.ladder]
-        if fp.speech_mask:
+        if speech and fp.speech_mask:
             self.rungs += [_Rung(fp, v, chunk_blocks, masked=fp.speech_gate)
                            for v in fp.ladder]
         self.n_samples = 0
