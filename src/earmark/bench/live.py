@@ -31,7 +31,7 @@ import numpy as np
 from earmark.audio import effects
 from earmark.audio.decode import decode
 from earmark.bench.grid import CLEAN, Edit, apply, speech_track
-from earmark.bench.identify import split_manifest
+from earmark.bench.identify import duplicates, split_manifest
 from earmark.live.events import LiveEvent
 from earmark.live.monitor import StreamWatcher, WatchParams
 from earmark.live.pool import SourceSpec, watch_parallel
@@ -171,32 +171,11 @@ def first_detection(cfg: LiveBenchConfig, cat: Catalog, cat_rows: list[dict[str,
     return out
 
 
-def duplicates(cat: Catalog, paths: list[Path], log: Callable[[str], None]
-               ) -> dict[str, str]:
-    """Non-catalog tracks that are catalog recordings under another name (the game-music
-    corpus has a few): the file scan finds one reference over half of the track or more,
-    unmodified. They are left out of the false-start stream and listed in the report."""
-    from earmark.service.scan import scan_file
-
-    out: dict[str, str] = {}
-    for p in paths:
-        r = scan_file(catalog=cat, path=p)
-        for m in r.get("matches") or []:
-            s = m["segments"][0]
-            if (m["query_match_pct"] >= 50 and m["confidence"] >= 0.9
-                    and abs(s["tempo_ratio"] - 1) < 0.01 and abs(s["pitch_semitones"]) < 0.2):
-                out[p.name] = m["reference_id"]
-                break
-    log(f"duplicates: {len(out)} non-catalog tracks are catalog recordings under another "
-        f"name: {out}")
-    return out
-
-
 def false_starts(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path],
                  log: Callable[[str], None]) -> dict[str, Any]:
     """One long stream of non-catalog music and speech: every match_started is false."""
     dups = duplicates(cat, non_paths, log)
-    non_paths = [p for p in non_paths if p.name not in dups]
+    non_paths = [p for p in non_paths if str(p) not in dups]
     rng = np.random.default_rng(cfg.seed + 1)
     speech = speech_track(SR)
     events: list[LiveEvent] = []
