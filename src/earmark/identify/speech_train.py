@@ -310,9 +310,12 @@ def evaluate(model: Path, corpus: Path, *, seed: int = 0, n: int = 40,
     for m in music:
         S = log_spectrogram(_excerpt([m], length, rng), SpectrogramParams())
         clean_cov.append(coverage(mask.speech_cells(S), S))
+    from earmark.identify.fingerprinter import TripletFingerprinter
+
+    gate = TripletFingerprinter().speech_gate
     out["music alone"] = {"mean_coverage": round(float(np.mean(clean_cov)), 3),
-                          "share_over_gate_0.1": round(float(np.mean(np.array(clean_cov)
-                                                                     >= 0.1)), 3)}
+                          f"share_over_gate_{gate:g}": round(float(np.mean(
+                              np.array(clean_cov) >= gate)), 3)}
     return out
 
 
