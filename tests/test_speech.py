@@ -104,3 +104,18 @@ def test_masked_hashes_are_added_only_past_the_gate() -> None:
     both = always.query(talk).hashes
     assert len(both) > len(plain)
     assert np.isin(plain.key, both.key).all()  # added to, not instead of
+
+
+def test_training_targets_are_the_ideal_binary_mask() -> None:
+    from earmark.identify.speech_train import mixture
+
+    rng = np.random.default_rng(5)
+    music = synth_music(sr=SR, duration=3.0, rng=np.random.default_rng(6))
+    talk = synth_speech_like(sr=SR, duration=3.0, rng=rng)[: music.size]
+    x, target, S = mixture(music, None, 0.0, rng)
+    assert x.shape == (2, *S.shape) and target.shape == (2, *S.shape)
+    assert target[0].sum() == 0 and target[1].mean() > 0.5  # no speech: nothing to mask
+    _, loud, _ = mixture(music, talk, -15.0, rng)  # speech 15 dB louder
+    _, soft, _ = mixture(music, talk, 15.0, rng)  # speech 15 dB softer
+    share = [t[0].sum() / t[1].sum() for t in (loud, soft)]
+    assert share[0] > 0.5 and share[0] > 1.5 * share[1], share
