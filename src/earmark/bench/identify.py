@@ -37,7 +37,7 @@ from earmark.audio.decode import decode
 from earmark.bench import report
 from earmark.bench.grid import CORE, EDITS, HARD, Edit, Query, cut_query
 from earmark.identify import calibrate
-from earmark.identify.identifier import Identifier, runner_up
+from earmark.identify.identifier import Identifier, cover, runner_up
 from earmark.index.base import IndexItem
 from earmark.index.segments import SegmentIndex
 from earmark.service.catalog import Catalog, add_references, open_catalog, stats
@@ -212,8 +212,9 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
         if not res.raw:
             continue
         top = res.raw[0]
+        dur_frames = q.audio.size / q.sr * ident.fingerprinter.frame_rate
         X.append(calibrate.features(top.score, res.ref_hits[top.ref_key],
-                                    runner_up(top, res.raw)))
+                                    runner_up(top, res.raw), cover(top, dur_frames)))
         y.append(1.0 if q.ref_id is not None and key_to_id.get(top.ref_key) == q.ref_id else 0.0)
         outside.append(q.ref_id is None)
     return np.array(X), np.array(y), np.array(outside, dtype=bool)

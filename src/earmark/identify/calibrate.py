@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("log_score", "log_z", "log_margin")
+FEATURES = ("log_score", "log_z", "log_margin", "cover")
 
 
-def features(score: int, ref_hits: int, runner_up: int) -> np.ndarray:
-    """The model's inputs for one alignment, shape (3,).
+def features(score: int, ref_hits: int, runner_up: int, cover: float = 0.0) -> np.ndarray:
+    """The model's inputs for one alignment, shape (4,) (a model with three weights uses the
+    first three).
 
     Parameters
     ----------
@@ -33,11 +34,16 @@ def features(score: int, ref_hits: int, runner_up: int) -> np.ndarray:
         Candidate hits of the alignment's reference in this query.
     runner_up : int
         Score of the best overlapping alignment of another reference.
+    cover : float
+        Share of the query's duration between its first and last inlier: a true match
+        spreads over the query, a chance alignment clusters (true: median 0.83, chance:
+        median 0.06 in a check on 381 best alignments).
     """
     return np.array([
         math.log(max(score, 1)),
         math.log(max(score, 1) / math.sqrt(max(ref_hits, 1))),
         math.log(max(score, 1) / max(runner_up, 1)),
+        min(max(cover, 0.0), 1.0),
     ])
 
 
@@ -50,12 +56,14 @@ class Calibration:
     threshold: float = 0.5
     fitted_on: str = "default"
 
-    def probability(self, score: int, ref_hits: int, runner_up: int) -> float:
-        return self.probability_of(features(score, ref_hits, runner_up))
+    def probability(self, score: int, ref_hits: int, runner_up: int, cover: float = 0.0
+                    ) -> float:
+        return self.probability_of(features(score, ref_hits, runner_up, cover))
 
     def probability_of(self, x: np.ndarray) -> float:
-        """Probability for a row of :func:`features`."""
-        z = float(np.dot(self.weights, x) + self.bias)
+        """Probability for a row of :func:`features` (models fitted before the ``cover``
+        feature have three weights and use the first three)."""
+        z = float(np.dot(self.weights, x[: len(self.weights)]) + self.bias)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
     def save(self, path: str | Path) -> None:

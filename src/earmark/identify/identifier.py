@@ -117,7 +117,8 @@ class Identifier:
         matches = []
         for a in al:
             ru = runner_up(a, al)
-            conf = self.calibration.probability(a.score, ref_hits[a.ref_key], ru)
+            conf = self.calibration.probability(a.score, ref_hits[a.ref_key], ru,
+                                                cover(a, qp.duration_s * fp.frame_rate))
             if conf >= self.calibration.threshold:
                 matches.append(self._to_match(a, conf, ru, dur_ms))
         if not matches:
@@ -148,6 +149,13 @@ class Identifier:
         r_ms = sum(s.ref_end_ms - s.ref_start_ms for s in segs)
         return RefMatch(ref_key=a.ref_key, confidence=round(conf, 4), score=a.score,
                         runner_up=ru, query_match_ms=q_ms, ref_match_ms=r_ms, segments=segs)
+
+
+def cover(a: Alignment, duration_frames: float) -> float:
+    """Share of the query between the alignment's first and last inlier."""
+    if not a.q_times.size or duration_frames <= 0:
+        return 0.0
+    return float((a.q_times.max() - a.q_times.min()) / duration_frames)
 
 
 def runner_up(a: Alignment, others: Sequence[Alignment]) -> int:
