@@ -202,3 +202,19 @@ def test_room_phone_and_codec_edits(ident: Identifier, refs: list[np.ndarray], e
     assert key == 0
     assert abs(at0 - 15000) < 60
     assert abs(tempo - 1.0) < 0.01 and speed == pytest.approx(1.0, abs=0.01)
+
+
+def test_cover_spans_the_query_and_old_models_ignore_it(ident: Identifier,
+                                                         refs: list[np.ndarray]) -> None:
+    from earmark.identify.calibrate import Calibration
+    from earmark.identify.identifier import cover
+
+    q = refs[2][10 * SR: 16 * SR]
+    res = ident.identify(q)
+    top = max(res.raw, key=lambda a: a.score)
+    assert top.ref_key == 2
+    assert cover(top, 6.0 * FP.frame_rate) > 0.6  # a true match spreads over the query
+    old = Calibration(weights=[1.0, 1.0, 0.1], bias=-3.0)
+    assert old.probability(20, 400, 3, cover=0.9) == old.probability(20, 400, 3, cover=0.1)
+    new = Calibration(weights=[1.0, 1.0, 0.1, 2.0], bias=-3.0)
+    assert new.probability(20, 400, 3, cover=0.9) > new.probability(20, 400, 3, cover=0.1)
