@@ -124,3 +124,37 @@ def test_events_reach_the_service_and_its_event_stream(catalog_home: Path, strea
     finally:
         server.__exit__(None, None, None)
         ctx.db.close()
+
+
+def test_the_live_page_shows_every_event_shape(catalog_home: Path, tmp_path: Path) -> None:
+    """Escalations name a reference but carry no offsets: the page must still render."""
+    import re
+
+    from earmark.api.app import create_app, make_context
+    from earmark.config import Settings
+    from earmark.live.events import LiveEvent, ServiceSink
+    from earmark.service.access import add_user
+
+    home = tmp_path / "home"
+    shutil.copytree(catalog_home, home)
+    ctx = make_context(Settings(home=home, secret="k" * 40), home=home)
+    sink = ServiceSink(ctx.db)
+    sink(LiveEvent("match_started", "tv", 3000, {"reference_id": "ref1", "query_start_ms": 1000,
+                                                 "ref_start_ms": 5000}))
+    sink(LiveEvent("escalation", "tv", 13000, {"reference_id": "ref1", "level": "mute",
+                                               "action": "mute"}))
+    sink(LiveEvent("stream_error", "tv", 14000, {"detail": "decoder failed"}))
+    add_user(ctx.db, name="mo", password="a long password", role="moderator")
+    try:
+        with running(create_app(ctx, workers=0)) as url, \
+                httpx.Client(base_url=url, follow_redirects=True) as c:
+            token = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/login").text)
+            assert token is not None
+            c.post("/ui/login", data={"name": "mo", "password": "a long password",
+                                      "csrf": token.group(1)})
+            page = c.get("/ui/live")
+            assert page.status_code == 200
+            for text in ("escalation", "mute (mute)", "1.0 s", "→ ref 5.0 s", "decoder failed"):
+                assert text in page.text
+    finally:
+        ctx.db.close()
