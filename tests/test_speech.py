@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from earmark.audio import effects
 from earmark.audio.generators import synth_music, synth_speech_like, tone
 from earmark.identify import speech
-from earmark.identify.fingerprinter import TripletFingerprinter, _spectrogram, speed_ladder
+from earmark.identify.fingerprinter import TripletFingerprinter, speed_ladder
 from earmark.identify.peaks import PeakParams, find_peaks
 from earmark.identify.spectrogram import SpectrogramParams, log_spectrogram
 
@@ -55,8 +55,8 @@ def test_warp_follows_resampling(v: float, f0: float) -> None:
     burst = tone(f0, sr=SR, duration=1.0)
     y[SR:2 * SR] = burst[:SR]
     yv = soxr.resample(y, SR, SR * v).astype(np.float32)
-    S0, _ = _spectrogram(y, SPEC)
-    Sv, _ = _spectrogram(yv, SPEC)
+    S0 = log_spectrogram(y, SPEC)
+    Sv = log_spectrogram(yv, SPEC)
     cells0 = S0 > S0.max() - 6.0
     cellsv = Sv > Sv.max() - 6.0
     warped = speech.warp(cells0, v, Sv.shape[0], SPEC.bins_per_octave)
@@ -82,8 +82,8 @@ def test_the_shipped_mask_finds_talk_over(seed: int) -> None:
     only the difference is asserted here; tests/test_corpus.py checks real music.)"""
     music = synth_music(sr=SR, duration=5.0, rng=np.random.default_rng(seed))
     m = speech.default_mask()
-    S_music, _ = _spectrogram(music, SPEC)
-    S_talk, _ = _spectrogram(_speech_over(music, 5.0, seed), SPEC)
+    S_music = log_spectrogram(music, SPEC)
+    S_talk = log_spectrogram(_speech_over(music, 5.0, seed), SPEC)
     c_music = speech.coverage(m.speech_cells(S_music), S_music)
     c_talk = speech.coverage(m.speech_cells(S_talk), S_talk)
     assert c_talk >= TripletFingerprinter().speech_gate

@@ -20,6 +20,7 @@ from earmark.identify.hashes import Hashes, HashParams, triplet_hashes
 from earmark.identify.peaks import PeakParams, Peaks, find_peaks
 from earmark.identify.spectrogram import (
     SpectrogramParams,
+    log_spectrogram,
     padded_log_spectrogram,
     refine_frequency,
 )
@@ -100,7 +101,6 @@ class TripletFingerprinter:
     #: among the cells the music dominates (added to, not instead of, the plain ones)
     speech_mask: bool = True
     speech_gate: float = 0.25
-    speech_replace: bool = False
     speech_peaks_per_second: float = 26.0  #: denser: the mask has removed the speech peaks
 
     name: str = "triplet"
@@ -139,13 +139,13 @@ class TripletFingerprinter:
         mask is off or covers less than ``speech_gate`` of the audible cells."""
         if not self.speech_mask:
             return None
-        S, _ = _spectrogram(y, self.spec)
+        S = log_spectrogram(y, self.spec)
         cells = speech.default_mask().speech_cells(S)
         return cells if speech.coverage(cells, S) >= self.speech_gate else None
 
     def masked_query_peaks(self, y: np.ndarray, cells: np.ndarray) -> Peaks:
         """Dense peaks of ``y`` among the cells that ``cells`` (speech) leaves to the music."""
-        S, lin = _spectrogram(y, self.spec)
+        S, lin = log_spectrogram(y, self.spec, linear=True)
         p = PeakParams(**{**self.peaks.__dict__, "per_second": self.speech_peaks_per_second})
         return find_peaks(S, p, frame_rate=self.spec.frame_rate, mask=~cells,
                           refine=partial(_refine, lin, self.spec))
@@ -161,7 +161,7 @@ class TripletFingerprinter:
         for v in self.ladder:
             # slow the query down by v: if it had been sped up by v, this undoes it exactly
             yv = y if v == 1.0 else soxr.resample(y, sr, sr * v, quality="LQ").astype(np.float32)
-            sets = [] if cells is not None and self.speech_replace else [self.query_peaks(yv)]
+            sets = [self.query_peaks(yv)]
             if cells is not None:
                 n_frames = 1 + yv.size // self.spec.hop
                 sets.append(self.masked_query_peaks(yv, speech.warp(cells, v, n_frames, bpo)))
@@ -295,17 +295,6 @@ def _stream_peaks(
     out = [ps.push(b) for b in _nonempty(blocks)]
     out.append(ps.finish())
     return Peaks.concat(out), ps.n_samples
-
-
-def _spectrogram(y: np.ndarray, spec: SpectrogramParams) -> tuple[np.ndarray, np.ndarray]:
-    """Log and linear spectrogram of a whole query, framed like :class:`PeakStream` frames it
-    (frame ``i`` centred on sample ``i * hop``)."""
-    pad = spec.n_fft // 2
-    yp = np.concatenate([np.zeros(pad, np.float32), np.asarray(y, np.float32),
-                         np.zeros(pad + spec.hop, np.float32)])
-    n = 1 + y.size // spec.hop
-    S, lin = padded_log_spectrogram(yp, spec, linear=True)
-    return S[:n], lin[:n]
 
 
 def _refine(lin: np.ndarray, spec: SpectrogramParams, ti: np.ndarray, fi: np.ndarray

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal, overload
 
 import numpy as np
 import scipy.fft
@@ -53,7 +54,14 @@ def _logfreq_matrix(params: SpectrogramParams) -> scipy.sparse.csr_matrix:
     return scipy.sparse.csr_matrix(w.astype(np.float32))
 
 
-def log_spectrogram(y: np.ndarray, params: SpectrogramParams = SpectrogramParams()) -> np.ndarray:
+@overload
+def log_spectrogram(y: np.ndarray, params: SpectrogramParams = ..., *,
+                    linear: Literal[False] = ...) -> np.ndarray: ...
+@overload
+def log_spectrogram(y: np.ndarray, params: SpectrogramParams = ..., *,
+                    linear: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+def log_spectrogram(y: np.ndarray, params: SpectrogramParams = SpectrogramParams(), *,
+                    linear: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Log-magnitude spectrogram on a logarithmic frequency axis.
 
     Parameters
@@ -61,6 +69,9 @@ def log_spectrogram(y: np.ndarray, params: SpectrogramParams = SpectrogramParams
     y : np.ndarray [shape=(n,), dtype=float32]
         Mono samples at ``params.sr`` Hz.
     params : SpectrogramParams
+    linear : bool
+        Also return the linear-frequency magnitude, shape ``(n_frames, n_fft // 2 + 1)``
+        (for :func:`refine_frequency`).
 
     Returns
     -------
@@ -79,6 +90,9 @@ def log_spectrogram(y: np.ndarray, params: SpectrogramParams = SpectrogramParams
     pad = params.n_fft // 2
     yp = np.pad(y, (pad, pad + params.hop))
     n_frames = 1 + len(y) // params.hop
+    if linear:
+        S, lin = padded_log_spectrogram(yp, params, linear=True)
+        return S[:n_frames], lin[:n_frames]
     S = padded_log_spectrogram(yp, params)
     assert isinstance(S, np.ndarray)
     return S[:n_frames]

@@ -15,7 +15,7 @@ picks peaks among the cells the speech mask (:mod:`earmark.identify.speech`) lea
 music, in the one-second chunks where speech covers at least the fingerprinter's
 ``speech_gate`` of the audible cells; its hashes are added to the plain ones, as in file
 queries. It runs the mask network on every rung's every chunk, which made the prints stage
-~3.5× slower here (60 s of music: 116× → 26× real time), and its gain on live detection is
+~4.5× slower here (60 s of music: 116× → 26× real time), and its gain on live detection is
 not measured yet, so live monitoring leaves it off until the mask is computed once per
 second and warped onto the rungs, as file queries do.
 """
