@@ -86,7 +86,7 @@ HARD: tuple[Edit, ...] = (
     _tempo(0.5), _tempo(0.75), _tempo(1.3), _tempo(2.0),
     _noise(0), _speech(0),
     # speech of another synthesiser than the one the speech mask was trained on (flite's slt
-    # voice; espeak-ng where flite is not installed, and the report names the engine)
+    # voice; espeak-ng where flite is not installed)
     Edit("speech (flite) +5 dB", (("speech", {"snr_db": -5.0, "engine": "flite"}),),
          family="speech"),
     Edit("babble 0 dB", (("babble", {"snr_db": 0.0}),), family="speech"),
