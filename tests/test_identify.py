@@ -218,3 +218,53 @@ def test_cover_spans_the_query_and_old_models_ignore_it(ident: Identifier,
     assert old.probability(20, 400, 3, cover=0.9) == old.probability(20, 400, 3, cover=0.1)
     new = Calibration(weights=[1.0, 1.0, 0.1, 2.0], bias=-3.0)
     assert new.probability(20, 400, 3, cover=0.9) > new.probability(20, 400, 3, cover=0.1)
+
+
+def test_talk_over_companions_join_the_plain_candidates_like_one_pass(
+        refs: list[np.ndarray], ident: Identifier) -> None:
+    """When the plain hashes find no confident match, the identifier looks the talk-over
+    companions up alone and joins them to the plain candidates: the alignments must be those
+    of one pass over both sets of hashes (a wrong offset of the joined query indices would
+    move or lose them)."""
+    from dataclasses import replace
+
+    from earmark.identify.calibrate import Calibration
+
+    fp = TripletFingerprinter(speech_gate=0.0)  # companions on every query
+    never = Calibration(weights=[0.0, 0.0, 0.0], bias=0.0, threshold=1.01)  # stage 2 always
+    staged = replace(ident, fingerprinter=fp, calibration=never)
+    y = refs[2][8 * SR: 14 * SR]
+    talk = effects.mix_over(y, synth_speech_like(sr=SR, duration=6.0,
+                                                 rng=np.random.default_rng(5)), -5.0)
+    got = staged.identify(talk)
+    qp = fp.query(talk)
+    one = staged.identify_prints(qp, staged.lookup(qp.hashes.key))
+    assert got.raw, "no alignment at all"
+    assert [(a.ref_key, a.score, round(a.offset), round(a.scale, 3)) for a in got.raw] == \
+        [(a.ref_key, a.score, round(a.offset), round(a.scale, 3)) for a in one.raw]
+    assert got.raw[0].ref_key == 2
+
+
+def test_an_alias_of_the_same_reference_is_a_rival_a_repeat_is_not() -> None:
+    """The runner-up of an alignment counts other references and the same reference under
+    another transform (a fifth away: harmonic music invites such aliases), not the same
+    reference under the same transform at another offset (a repeated chorus)."""
+    from earmark.identify.identifier import runner_up
+    from earmark.identify.match import Alignment
+
+    def al(ref: int, score: int, shift: float, scale: float, q0: float, q1: float,
+           offset: float = 0.0) -> Alignment:
+        return Alignment(ref_key=ref, score=score, offset=offset, scale=scale, shift=shift,
+                         q_times=np.linspace(q0, q1, 8).astype(np.float32))
+
+    true = al(7, 98, 0.0, 1.0, 250, 460)
+    alias = al(7, 29, -21.0, 1.074, 30, 440)  # 7 semitones down, over the same query time
+    repeat = al(7, 60, 0.5, 1.01, 300, 450, offset=2000.0)
+    other = al(3, 12, 4.0, 1.2, 100, 200)
+    far = al(4, 50, 0.0, 1.0, 600, 700)  # another reference, but later in the query
+    everything = [true, alias, repeat, other, far]
+    assert runner_up(alias, everything) == 98
+    assert runner_up(true, everything) == 29
+    assert runner_up(repeat, everything) == 29
+    assert runner_up(other, everything) == 29  # only the alias overlaps it in query time
+    assert runner_up(far, everything) == 0

@@ -202,22 +202,54 @@ def duplicates(cat: Catalog, paths: Sequence[Path], log: Callable[[str], None]
 
 
 def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int, str]
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of the best alignment of each query, whether it names the right track, and
-    whether the query came from outside the catalog."""
-    X, y, outside = [], [], []
-    sr = ident.fingerprinter.sr
-    for q in queries:
-        res = ident.identify(_to_8k(q, sr))
-        if not res.raw:
-            continue
-        top = res.raw[0]
-        dur_frames = q.audio.size / q.sr * ident.fingerprinter.frame_rate
-        X.append(calibrate.features(top.score, res.ref_hits[top.ref_key],
-                                    runner_up(top, res.raw), cover(top, dur_frames)))
-        y.append(1.0 if q.ref_id is not None and key_to_id.get(top.ref_key) == q.ref_id else 0.0)
-        outside.append(q.ref_id is None)
-    return np.array(X), np.array(y), np.array(outside, dtype=bool)
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features of every alignment of each query (the model scores them all, not only the
+    best: a query may hold several references), and their labels.
+
+    An alignment is right when it names the query's track under the query's edit (tempo
+    within 4 %, pitch within 0.7 semitone); the same track under another transform (an alias
+    a fifth or an octave away) is wrong, like every alignment of a non-catalog query.
+
+    Returns
+    -------
+    X : np.ndarray [shape=(n, 4)]
+        :func:`calibrate.features` per alignment.
+    y : np.ndarray [shape=(n,)]
+        1.0 where right.
+    group : np.ndarray [shape=(n,), dtype=int]
+        Index of the query in ``queries``.
+    outside : np.ndarray [shape=(n,), dtype=bool]
+        Whether the query came from outside the catalog.
+    """
+    X, y, group, outside = [], [], [], []
+    fp = ident.fingerprinter
+    for i, q in enumerate(queries):
+        res = ident.identify(_to_8k(q, fp.sr))
+        dur_frames = q.audio.size / q.sr * fp.frame_rate
+        for a in res.raw:
+            X.append(calibrate.features(a.score, res.ref_hits[a.ref_key], runner_up(a, res.raw),
+                                        cover(a, dur_frames)))
+            pitch = a.shift * 12.0 / fp.bins_per_octave
+            right = (q.ref_id is not None and key_to_id.get(a.ref_key) == q.ref_id
+                     and abs(a.scale / q.tempo - 1.0) <= 0.04 and abs(pitch - q.pitch) <= 0.7)
+            y.append(1.0 if right else 0.0)
+            group.append(i)
+            outside.append(q.ref_id is None)
+    return (np.array(X).reshape(-1, len(calibrate.FEATURES)), np.array(y),
+            np.array(group, dtype=np.int64), np.array(outside, dtype=bool))
+
+
+def operating_threshold(cal: calibrate.Calibration, X: np.ndarray, group: np.ndarray,
+                        outside: np.ndarray, quantile: float = 0.99) -> tuple[float, int]:
+    """The threshold above which at most ``1 − quantile`` of the non-catalog queries would
+    report anything: the ``quantile`` of each such query's highest probability over all its
+    alignments, clipped to [0.5, 0.99]. Returns it and the number of those queries."""
+    top: dict[int, float] = {}
+    for x, g in zip(X[outside], group[outside], strict=True):
+        top[int(g)] = max(top.get(int(g), 0.0), cal.probability_of(x))
+    if not top:
+        return cal.threshold, 0
+    return float(max(0.5, min(0.99, np.quantile(list(top.values()), quantile)))), len(top)
 
 
 def _distractor_shard(path: Path, corpus: Path, tracks: Sequence[dict], hours: float,
@@ -296,14 +328,13 @@ def _run(cfg: BenchConfig, cat_tracks: list[dict], non_tracks: list[dict], work:
     cal_q += make_queries(cfg.corpus, cal_non, [EDITS["clean"]], (3.0, 5.0, 10.0),
                           max(1, cfg.calibration_queries // 6), rng, False)
     log(f"calibration: {len(cal_q)} queries")
-    X, y, outside = calibration_set(ident, cal_q, key_to_id)
+    X, y, group, outside = calibration_set(ident, cal_q, key_to_id)
     cal = calibrate.fit(X, y)
     # the operating threshold: above (almost) every non-catalog query of the calibration pass
-    p_out = np.array([cal.probability_of(x) for x in X[outside]])
-    if p_out.size:
-        cal.threshold = float(max(0.5, min(0.99, np.quantile(p_out, 0.99))))
-    cal.fitted_on = (f"earmark bench identify, seed {cfg.seed}, {len(y)} queries, {cfg.corpus}; "
-                     f"threshold at the 99th percentile of {p_out.size} non-catalog queries")
+    cal.threshold, n_out = operating_threshold(cal, X, group, outside)
+    cal.fitted_on = (f"earmark bench identify, seed {cfg.seed}, {len(y)} alignments of "
+                     f"{np.unique(group).size} queries, {cfg.corpus}; threshold at the 99th "
+                     f"percentile of {n_out} non-catalog queries' highest probability")
     cal.save(cfg.out / "calibration.json")
     ident.calibration = cal
 

@@ -7,7 +7,7 @@ through the ``earmark.fingerprinters`` entry point like a third-party one would 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, runtime_checkable
@@ -37,6 +37,16 @@ class QueryPrints:
     speed: np.ndarray
     duration_s: float
     n_peaks: int
+
+    @staticmethod
+    def concat(parts: Sequence[QueryPrints]) -> QueryPrints:
+        """Hashes of one query from several passes, in order (same duration)."""
+        return QueryPrints(
+            hashes=Hashes.concat([p.hashes for p in parts]),
+            speed=np.concatenate([p.speed for p in parts]),
+            duration_s=parts[0].duration_s,
+            n_peaks=sum(p.n_peaks for p in parts),
+        )
 
 
 @runtime_checkable
@@ -151,30 +161,52 @@ class TripletFingerprinter:
                           refine=partial(_refine, lin, self.spec))
 
     def query(self, y: np.ndarray) -> QueryPrints:
+        """Hashes of a query over the speed ladder: the plain ones and, where the speech mask
+        covers enough of the query, the talk-over companions (:meth:`talk_over`)."""
+        plain = self.query_plain(y)
+        extra = self.talk_over(y)
+        return plain if extra is None else QueryPrints.concat([plain, extra])
+
+    def query_plain(self, y: np.ndarray) -> QueryPrints:
+        """Hashes of dense peaks on every rung of the speed ladder, no speech mask."""
         y = np.asarray(y, np.float32)
-        sr = self.spec.sr
+        return self._ladder(y, lambda yv, v: self.query_peaks(yv))
+
+    def talk_over(self, y: np.ndarray) -> QueryPrints | None:
+        """The talk-over companions alone: on every rung, hashes of peaks picked among the
+        cells the music dominates. None when the speech mask is off or covers less than
+        ``speech_gate`` of the query (about 9 ms for 5 s to decide, on one thread).
+
+        :class:`~earmark.identify.identifier.Identifier` asks for them only when the plain
+        hashes found no confident match, so that music without talk pays nothing for them.
+        """
+        y = np.asarray(y, np.float32)
+        cells = self.speech_cells(y)
+        if cells is None:
+            return None
+        hop, bpo = self.spec.hop, self.spec.bins_per_octave
+        return self._ladder(y, lambda yv, v: self.masked_query_peaks(
+            yv, speech.warp(cells, v, 1 + yv.size // hop, bpo)))
+
+    def _ladder(self, y: np.ndarray, peaks_of: Callable[[np.ndarray, float], Peaks]
+                ) -> QueryPrints:
+        sr, bpo = self.spec.sr, self.spec.bins_per_octave
         parts: list[Hashes] = []
         speeds: list[np.ndarray] = []
         n_peaks = 0
-        bpo = self.spec.bins_per_octave
-        cells = self.speech_cells(y)
         for v in self.ladder:
             # slow the query down by v: if it had been sped up by v, this undoes it exactly
             yv = y if v == 1.0 else soxr.resample(y, sr, sr * v, quality="LQ").astype(np.float32)
-            sets = [self.query_peaks(yv)]
-            if cells is not None:
-                n_frames = 1 + yv.size // self.spec.hop
-                sets.append(self.masked_query_peaks(yv, speech.warp(cells, v, n_frames, bpo)))
-            for pk in sets:
-                n_peaks += len(pk)
-                h = triplet_hashes(pk, self.hashes, fan=self.query_fan, widen=self.query_widen,
-                                   margin=self.query_margin)
-                # back to the query's own coordinates
-                h.t = h.t / np.float32(v)
-                h.span = h.span / np.float32(v)
-                h.f = h.f + np.float32(np.log2(v) * bpo)
-                parts.append(h)
-                speeds.append(np.full(len(h), v, np.float32))
+            pk = peaks_of(yv, v)
+            n_peaks += len(pk)
+            h = triplet_hashes(pk, self.hashes, fan=self.query_fan, widen=self.query_widen,
+                               margin=self.query_margin)
+            # back to the query's own coordinates
+            h.t = h.t / np.float32(v)
+            h.span = h.span / np.float32(v)
+            h.f = h.f + np.float32(np.log2(v) * bpo)
+            parts.append(h)
+            speeds.append(np.full(len(h), v, np.float32))
         return QueryPrints(
             hashes=Hashes.concat(parts),
             speed=np.concatenate(speeds) if speeds else np.zeros(0, np.float32),

@@ -98,10 +98,24 @@ class Identifier:
             return Identification("no_match", "too_short", dur_ms)
         if y.size == 0 or float(np.max(np.abs(y))) < 1e-4:
             return Identification("no_match", "too_little_signal", dur_ms)
-        qp = fp.query(y)
+        staged = hasattr(fp, "query_plain") and hasattr(fp, "talk_over")
+        qp = fp.query_plain(y) if staged else fp.query(y)  # type: ignore[attr-defined]
         if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
             return Identification("no_match", "too_little_signal", dur_ms)
-        return self.identify_prints(qp, self.lookup(qp.hashes.key))
+        cand = self.lookup(qp.hashes.key)
+        res = self.identify_prints(qp, cand)
+        if not staged or res.status == "match":
+            return res
+        # no confident match on the plain hashes: talk over the music? The companions'
+        # candidates are looked up alone and joined to the plain ones (same result as one
+        # pass over both, without paying for the mask on music that matched already)
+        extra = fp.talk_over(y)  # type: ignore[attr-defined]
+        if extra is None:
+            return res
+        more = self.lookup(extra.hashes.key)
+        more.qidx = more.qidx + len(qp.hashes)
+        return self.identify_prints(QueryPrints.concat([qp, extra]),
+                                    Candidates.concat([cand, more]))
 
     def identify_prints(self, qp: QueryPrints, cand: Candidates) -> Identification:
         """Align, calibrate and threshold a query's prints and their index candidates.
@@ -158,13 +172,31 @@ def cover(a: Alignment, duration_frames: float) -> float:
     return float((a.q_times.max() - a.q_times.min()) / duration_frames)
 
 
+#: alignments of one reference closer than this in frequency shift (bins) and log2 tempo are
+#: the same transform: a repeat of the music (a chorus again), not a rival explanation
+SAME_SHIFT_BINS = 2.0
+SAME_LOG2_SCALE = 0.04
+
+
 def runner_up(a: Alignment, others: Sequence[Alignment]) -> int:
-    """Best score of another reference's alignment that overlaps ``a`` in query time."""
+    """Best score of a rival alignment that overlaps ``a`` in query time.
+
+    Rivals are alignments of other references and alignments of the same reference under
+    another transform (an alias: the same music matched a fifth or an octave away, which
+    harmonic music invites); the same reference under the same transform at another offset
+    is a repeat and no rival.
+    """
     lo, hi = float(a.q_times.min()), float(a.q_times.max())
     best = 0
     for o in others:
-        if o is a or o.ref_key == a.ref_key:
+        if o is a or (o.ref_key == a.ref_key and same_transform(o, a)):
             continue
         if o.q_times.max() >= lo and o.q_times.min() <= hi:
             best = max(best, o.score)
     return best
+
+
+def same_transform(a: Alignment, b: Alignment) -> bool:
+    """Whether two alignments agree on the frequency shift and the tempo ratio."""
+    return (abs(a.shift - b.shift) <= SAME_SHIFT_BINS
+            and abs(float(np.log2(a.scale / b.scale))) <= SAME_LOG2_SCALE)
