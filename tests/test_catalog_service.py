@@ -363,3 +363,17 @@ def test_repair_resolves_every_crash_state(library: Library, tmp_path: Path) -> 
         assert k2 not in cat.store.keys()
     with open_catalog(home=home, write=True) as cat:
         assert not cat.repaired
+
+
+def test_a_run_in_batches_leaves_one_segment_and_the_same_answers(
+        writable: Catalog, library: Library, tmp_path: Path) -> None:
+    """Each batch of a run is written as a segment; the run ends by merging them into one
+    (every lookup searches every segment), and scans answer as before the merge."""
+    files = [library.files[f"ref{i}"] for i in range(6)]
+    r = add_references(catalog=writable, paths=files, batch_size=2)
+    assert r.added == 6
+    assert writable.index.stats().segments == 1
+    q = write_audio(tmp_path / "q.wav", library.signals["ref4"][3 * SR: 9 * SR])
+    res = scan_file(catalog=writable, path=q)
+    assert res["status"] == "match" and res["matches"][0]["reference_id"] == "ref4"
+    assert abs(ref_offset_ms(res["matches"][0]["segments"][0]) - 3000) <= 100
