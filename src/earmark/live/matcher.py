@@ -136,19 +136,7 @@ class StreamMatcher:
         self.now_ms = round(end / fr * 1000)
         if not hs or (end - start) / fr < MIN_QUERY_S:
             return []
-        offs = np.cumsum([0] + [len(h.hashes) for h in hs[:-1]])
-        hashes = Hashes.concat([h.hashes for h in hs])
-        keep = hashes.t >= start
-        cand = Candidates.concat([Candidates(h.cand.qidx + o, h.cand.ref_key, h.cand.entry,
-                                             h.cand.t, h.cand.f, h.cand.span)
-                                  for h, o in zip(hs, offs, strict=True)])
-        # drop hashes (and their candidates) that slid out of the window
-        new_idx = np.cumsum(keep) - 1
-        ck = keep[cand.qidx]
-        cand = Candidates(new_idx[cand.qidx[ck]], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
-                          cand.f[ck], cand.span[ck])
-        hashes = Hashes(hashes.key[keep], hashes.t[keep] - np.float32(start), hashes.f[keep],
-                        hashes.span[keep])
+        hashes, speed, cand = _window(hs, start)
         if self.max_refs and len(cand):
             counts = np.bincount(cand.ref_key)
             if np.count_nonzero(counts) > self.max_refs:
@@ -158,12 +146,41 @@ class StreamMatcher:
                 ck = keep_ref[cand.ref_key]
                 cand = Candidates(cand.qidx[ck], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
                                   cand.f[ck], cand.span[ck])
-        speed = np.concatenate([h.speed for h in hs])[keep]
         qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
                          n_peaks=sum(h.n_peaks for h in hs))
         found = self.ident.identify_prints(qp, cand)
         t0 = round(start / fr * 1000)
         return [_on_stream(m, t0) for m in found.matches]
+
+
+def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candidates]:
+    """The hops' hashes from stream frame ``start`` on (window coordinates), their rungs,
+    and their candidates with ``qidx`` into the joined hashes.
+
+    A hop's hashes are sorted in time, so only the hops that straddle ``start`` (the
+    oldest) are cut, at one index, and the others are joined as they are: a vote copies
+    each candidate once.
+    """
+    hs, sp, cs = [], [], []
+    n = 0
+    for h in hops:
+        k0 = int(np.searchsorted(h.hashes.t, start, side="left"))
+        c = h.cand
+        if k0 >= len(h.hashes):
+            continue
+        if k0:
+            ck = c.qidx >= k0
+            c = Candidates(c.qidx[ck] - k0, c.ref_key[ck], c.entry[ck], c.t[ck], c.f[ck],
+                           c.span[ck])
+        hh = h.hashes
+        hs.append(Hashes(hh.key[k0:], hh.t[k0:], hh.f[k0:], hh.span[k0:]))
+        sp.append(h.speed[k0:])
+        cs.append(Candidates(c.qidx + n, c.ref_key, c.entry, c.t, c.f, c.span))
+        n += len(hh) - k0
+    hashes = Hashes.concat(hs)
+    hashes.t = hashes.t - np.float32(start)
+    speed = np.concatenate(sp) if sp else np.zeros(0, np.float32)
+    return hashes, speed, Candidates.concat(cs)
 
 
 def _on_stream(m: RefMatch, t0_ms: int) -> WindowMatch:
