@@ -73,6 +73,19 @@ def summary(result: dict[str, Any], matcher: str = "earmark") -> dict[str, Any]:
     }
 
 
+def _shipped_line(result: dict[str, Any]) -> list[str]:
+    """The summary of the same queries under the confidence model the package ships."""
+    name = "earmark, shipped model"
+    if not any(r["matcher"] == name for r in result["rows"]):
+        return []
+    s = summary(result, name)
+    th = result.get("shipped_calibration", {}).get("threshold")
+    return [f"- With the confidence model the package ships (threshold {th}): pooled core "
+            f"top-1 **{s['pooled_core_5s']:.3f}** (95 % CI {s['pooled_core_5s_ci'][0]:.3f}–"
+            f"{s['pooled_core_5s_ci'][1]:.3f}), false positives **{s['fp_rate']:.3f}**, "
+            f"p50 {s['latency_p50_ms']:.1f} ms"]
+
+
 def _fmt_ci(k: int, n: int) -> str:
     lo, hi = wilson(k, n)
     return f"{k / max(1, n):.2f} [{lo:.2f}–{hi:.2f}]"
@@ -103,6 +116,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['calibration']['threshold']:.2f}",
         f"- Query latency, 5 s, in-process: p50 **{s['latency_p50_ms']:.1f} ms**, "
         f"p95 {s['latency_p95_ms']:.1f} ms",
+        *_shipped_line(result),
         "- Held-out tracks left out of the non-catalog side as catalog recordings under "
         f"another name: {result.get('duplicates_left_out') or 'none'}",
         "",
