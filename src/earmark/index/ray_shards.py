@@ -50,6 +50,7 @@ RETRY_S = 60.0  #: how long a call waits for a shard to come back before it fail
 
 def require_ray() -> ModuleType:
     """The ``ray`` module, or :class:`RayMissing` saying how to install it."""
+    use_token()  # before the import: Ray reads the mode once
     try:
         import ray
     except ImportError as exc:
@@ -58,6 +59,13 @@ def require_ray() -> ModuleType:
             "unset to run on this machine alone)"
         ) from exc
     return ray
+
+
+def use_token() -> None:
+    """Send Ray's token (``~/.ray/auth_token``) to clusters when it exists and no
+    ``RAY_AUTH_MODE`` says otherwise: ``earmark cluster start`` starts clusters that want it."""
+    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def connect(address: str | None = None, **init_kwargs: Any) -> ModuleType:
@@ -155,14 +163,20 @@ class RayShard:
         self.ray = require_ray()
         self.path = os.fspath(Path(path).absolute())
         self.retry_s = retry_s
-        cls = _remote_class(self.ray).options(num_cpus=num_cpus)
+        self._cls = _remote_class(self.ray).options(num_cpus=num_cpus)
+        self._fingerprint = fingerprint
+        self._replicas = replicas
         # the owner first: it creates the directory and manifest the others then open
-        owner = cls.remote(self.path, fingerprint, True)
-        self._entries = int(self.ray.get(owner.entries.remote()))
-        self.actors = [owner, *(cls.remote(self.path, fingerprint, False)
-                                for _ in range(replicas - 1))]
-        self.ray.get([a.pid.remote() for a in self.actors[1:]])
+        self.actors = [self._cls.remote(self.path, fingerprint, True)]
+        self._entries = 0
         self._turn = itertools.count()
+
+    def start(self) -> Any:
+        """Once the owner is up, start the read-only replicas; returns what to wait for."""
+        self._entries = int(self.ray.get(self.actors[0].entries.remote()))
+        self.actors += [self._cls.remote(self.path, self._fingerprint, False)
+                        for _ in range(self._replicas - 1)]
+        return [a.pid.remote() for a in self.actors]
 
     # -- calling with retries ---------------------------------------------------------------
     def _retry(self, first: int, method: str, *args: Any, owner_only: bool = False) -> Any:
@@ -244,10 +258,11 @@ def open_ray(folder: str | os.PathLike[str], *, fingerprint: str = "",
     connect(address)
     layout = layout or ShardLayout.load(folder)
     members: list[RayShard] = []
-    try:
+    try:  # every shard's owner at once, then every replica at once: startup is slow
         for name in layout.names:
             members.append(RayShard(Path(folder) / name, fingerprint=fingerprint,
                                     replicas=replicas, num_cpus=num_cpus, retry_s=retry_s))
+        members[0].ray.get([w for m in members for w in m.start()])
     except BaseException:
         for m in members:
             m.close()
