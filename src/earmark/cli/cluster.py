@@ -45,7 +45,7 @@ def default_dir() -> Path:
 
 def _state(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / STATE).read_text())  # type: ignore[no-any-return]
+        return json.loads((folder / STATE).read_text())
     except (OSError, ValueError):
         return None
 
