@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         description="A server folder whose files may be scanned by path (off when unset).",
     )
     detector: str = Field(default="residue", description="AI detector run on every scan.")
+    # -- scale-out (docs/scaling.md) --
+    ray_address: str | None = Field(
+        default=None,
+        description="Serve the index shards from Ray actors on this cluster (host:port, "
+                    "'auto' or 'local'; needs earmark[ray]); unset: in this process.",
+    )
+    index_replicas: int = Field(
+        default=1, ge=1, description="Ray actors serving each index shard (with ray_address).")
 
 
 def get_settings(**overrides: Any) -> Settings:

@@ -70,3 +70,21 @@ class UnknownDetector(EarmarkError):
     """No detector or model of that name."""
 
     code = "unknown_detector"
+
+
+class ClusterError(EarmarkError):
+    """Running on a Ray cluster failed (see :mod:`earmark.index.ray_shards`)."""
+
+    code = "cluster_error"
+
+
+class RayMissing(ClusterError):
+    """A Ray feature was asked for and Ray is not installed (``pip install 'earmark[ray]'``)."""
+
+    code = "ray_missing"
+
+
+class ShardUnavailable(ClusterError):
+    """No replica of an index shard answered within the retry time."""
+
+    code = "shard_unavailable"

@@ -30,6 +30,12 @@ MaxSecondsOption = Annotated[
     typer.Option("--max-seconds", metavar="S",
                  help="Refuse inputs longer than this. Default: $EARMARK_MAX_SECONDS or 4 h."),
 ]
+AddressOption = Annotated[
+    str | None,
+    typer.Option("--address", metavar="HOST:PORT",
+                 help="Serve the index shards from Ray actors on this cluster ('local': a "
+                      "private one). Default: $EARMARK_RAY_ADDRESS, else in this process."),
+]
 
 EXIT_FAILED = 1  #: nothing succeeded
 EXIT_ERROR = 2  #: the command could not run (no catalog, bad manifest, ...)

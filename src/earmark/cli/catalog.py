@@ -14,6 +14,7 @@ from rich.table import Table
 
 from earmark.cli import (
     EXIT_FAILED,
+    AddressOption,
     DbOption,
     MaxSecondsOption,
     clock,
@@ -37,10 +38,12 @@ from earmark.service.catalog import (
 app = typer.Typer(help="Build and inspect the reference catalog.", no_args_is_help=True)
 
 
-def _open(db: Path | None, *, write: bool) -> Catalog:
+def _open(db: Path | None, *, write: bool, address: str | None = None) -> Catalog:
     home = resolve_home(db)
+    settings = load_settings(ray_address=address)
     with user_errors():
-        cat = open_catalog(home=home, write=write)
+        cat = open_catalog(home=home, write=write, ray_address=settings.ray_address,
+                           replicas=settings.index_replicas)
     if cat.repaired:
         r = cat.repaired
         stderr().print(
@@ -65,6 +68,7 @@ def add(
         "--jobs", "-j", min=1, metavar="N",
         help="Fingerprinting processes. Default: $EARMARK_JOBS, else one per core.")] = None,
     max_seconds: MaxSecondsOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Add references: the id is the file name without extension unless the manifest says."""
     if not paths and manifest is None:
@@ -72,7 +76,7 @@ def add(
     settings = load_settings(jobs=jobs, max_seconds=max_seconds)
     err = stderr()
     t0 = time.monotonic()
-    with _open(db, write=True) as cat, Progress(
+    with _open(db, write=True, address=address) as cat, Progress(
         TextColumn("adding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         TextColumn("{task.fields[last]}"), console=err, transient=True,
         redirect_stdout=False, redirect_stderr=False, disable=not err.is_terminal,
@@ -143,3 +147,19 @@ def stats_(
     for k, v in s.items():
         table.add_row(k, "—" if v is None else str(v))
     stdout().print(table)
+
+
+@app.command("reshard")
+def reshard(
+    shards: Annotated[int, typer.Option(
+        "--shards", min=1, metavar="N", help="Number of index shards (ranges of references).")],
+    db: DbOption = None,
+) -> None:
+    """Split the index into N shards of about equal size (copies the stored hashes)."""
+    from earmark.service.shards import reshard_catalog
+
+    t0 = time.monotonic()
+    with _open(db, write=True) as cat, user_errors():
+        rep = reshard_catalog(catalog=cat, shards=shards)
+    stderr().print(f"{rep.references} reference(s), {rep.entries} entries in {rep.shards} "
+                   f"shard(s) ({time.monotonic() - t0:.1f} s)", markup=False)

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from earmark.cli import (
     EXIT_FAILED,
+    AddressOption,
     DbOption,
     MaxSecondsOption,
     clock,
@@ -38,16 +39,18 @@ def scan(
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per input per line on stdout.")] = False,
     max_seconds: MaxSecondsOption = None,
+    address: AddressOption = None,
 ) -> None:
     """Find the catalog references each input contains (matches best first).
 
     Each input is echoed as given in the result's ``input``.
     """
-    settings = load_settings(max_seconds=max_seconds)
+    settings = load_settings(max_seconds=max_seconds, ray_address=address)
     err = stderr()
     results: list[dict[str, Any]] = []
     with user_errors():
-        cat = open_catalog(home=resolve_home(db), write=False)
+        cat = open_catalog(home=resolve_home(db), write=False, ray_address=settings.ray_address,
+                           replicas=settings.index_replicas)
     with cat, Progress(
         TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[last]}"), console=err, transient=True,

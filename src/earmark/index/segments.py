@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from earmark.errors import IndexCorrupt
+from earmark.identify.hashes import Hashes
 from earmark.index.base import Candidates, IndexItem, IndexStats
 
 VAL_DTYPE = np.dtype([("t", "<u4"), ("f", "u1"), ("span", "u1")])
@@ -299,7 +300,57 @@ class SegmentIndex:
                 f.unlink(missing_ok=True)
         self._reload()
 
+    def refresh(self) -> None:
+        """Re-read the manifest: see what another process (the shard's writer) committed.
+
+        Read-only replicas that open the same directory call this after each write of the
+        owner; segments already mapped are kept, merged-away ones are dropped.
+        """
+        with self._write_lock():
+            self._reload()
+
+    def export(self, ref_keys: Sequence[int] | None = None) -> list[IndexItem]:
+        """The stored hashes of references (all when ``ref_keys`` is None), as items to add.
+
+        Adding them to another shard stores the same entries (times, bins and spans are
+        stored quantised, and re-quantising them is exact), in the same order per key, so a
+        catalog can be split into shards without fingerprinting its audio again.
+        """
+        rows = self._db.execute("SELECT ref_key, n_frames FROM refs ORDER BY ref_key").fetchall()
+        if ref_keys is not None:
+            keep = {int(k) for k in ref_keys}
+            rows = [r for r in rows if r[0] in keep]
+        want = np.array([r[0] for r in rows], np.int64)
+        found: dict[int, Hashes] = {}
+        for s in self._segments.values():
+            v = np.asarray(s.vals)
+            ix = np.searchsorted(s.bases, v["t"], side="right") - 1
+            ok = ix >= 0
+            ok[ok] &= v["t"][ok] < s.ends[ix[ok]]
+            ok[ok] &= np.isin(s.ref_keys[ix[ok]], want)
+            pos = np.flatnonzero(ok)
+            pos = pos[np.argsort(ix[pos], kind="stable")]  # by reference, in key order in each
+            cuts = np.flatnonzero(np.diff(ix[pos])) + 1
+            for run in np.split(pos, cuts) if pos.size else []:
+                r = int(ix[run[0]])
+                base = int(s.bases[r])
+                found[int(s.ref_keys[r])] = Hashes(
+                    np.asarray(s.keys)[run].astype(np.uint32),
+                    (v["t"][run] - base).astype(np.float32), v["f"][run].astype(np.float32),
+                    v["span"][run].astype(np.float32) / np.float32(SPAN_SCALE))
+        return [IndexItem(int(k), found.get(k, Hashes.concat([])), int(n) - 1) for k, n in rows]
+
     def lookup(self, keys: np.ndarray, *, max_bucket: int | None = None) -> Candidates:
+        return self.lookup_counts(keys, max_bucket=max_bucket)[0]
+
+    def lookup_counts(self, keys: np.ndarray, *, max_bucket: int | None = None
+                      ) -> tuple[Candidates, np.ndarray]:
+        """:meth:`lookup`, and how many entries the shard holds for each query key.
+
+        The counts (``int64``, one per key, before ``max_bucket`` drops any) let a client of
+        several shards apply one stop-word rule to their sum, as one shard holding them all
+        would (:class:`earmark.index.sharded.ShardedIndex`).
+        """
         keys = np.ascontiguousarray(keys, np.uint32)
         # a key more common than max_bucket in the shard tells nothing (a stop word): it
         # matches nothing, however the shard's entries happen to be split into segments
@@ -337,7 +388,7 @@ class SegmentIndex:
         if at < total:  # entries of removed references
             out = Candidates(*(getattr(out, a)[:at] for a in
                                ("qidx", "ref_key", "entry", "t", "f", "span")))
-        return out
+        return out, per_key
 
     def ref_keys(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT ref_key FROM refs")}

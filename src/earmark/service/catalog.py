@@ -2,7 +2,10 @@
 """Catalog service: open, add (atomic, idempotent, parallel), list, remove, stats, repair.
 
 A catalog is a folder ``home`` holding ``catalog.sqlite`` (the references, see
-:mod:`earmark.store.catalog`) and ``index/shard-0000`` (a :class:`SegmentIndex`).
+:mod:`earmark.store.catalog`) and ``index/shard-0000`` (a :class:`SegmentIndex`), or, once
+split (:func:`earmark.service.shards.reshard_catalog`), the shards that
+``index/layout.json`` names, each holding a range of reference keys
+(:class:`~earmark.index.sharded.ShardedIndex`), served in this process or by Ray actors.
 
 Atomicity of :func:`add_references`, batch by batch:
 
@@ -46,6 +49,7 @@ from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
 from earmark.identify.identifier import Identifier
 from earmark.index.base import IndexItem
 from earmark.index.segments import SegmentIndex
+from earmark.index.sharded import ShardedIndex, ShardLayout, open_local
 from earmark.service.ingest import (
     AddOutcome,
     FingerprintResult,
@@ -127,10 +131,18 @@ class Catalog:
     wait_s : float
         How long a writer waits for another process's writer lock before giving up (readers
         hold it for a moment when they repair).
+    ray_address : str, optional
+        Serve the index shards from Ray actors on this cluster (``host:port``, ``auto`` or
+        ``local``; see :mod:`earmark.index.ray_shards`); default: in this process.
+    replicas : int
+        Ray actors per shard (with ``ray_address``).
     """
 
+    index: SegmentIndex | ShardedIndex
+
     def __init__(self, home: str | os.PathLike[str], *, write: bool = False,
-                 fingerprinter: Fingerprinter | None = None, wait_s: float = 10.0) -> None:
+                 fingerprinter: Fingerprinter | None = None, wait_s: float = 10.0,
+                 ray_address: str | None = None, replicas: int = 1) -> None:
         self.home = Path(home)
         self.writable = write
         self.fingerprinter: Fingerprinter = fingerprinter or cast(
@@ -155,16 +167,27 @@ class Catalog:
                     f"another earmark process is writing to {os.fspath(self.home)!r}; "
                     "wait for it to finish and retry"
                 )
-            fp = self.fingerprinter
             self.store = CatalogStore(db)
-            self.index = SegmentIndex(self.home / "index" / SHARD,
-                                      fingerprint=f"{fp.name}-{fp.version}")
+            self.layout = ShardLayout.load(self.home / "index")
+            self.index = self._open_index(ray_address, replicas)
             self.repaired = self.repair() if locked else RepairReport()
             if locked and not write:
                 fcntl.flock(self._lockf, fcntl.LOCK_UN)
         except BaseException:
             self.close()
             raise
+
+    def _open_index(self, ray_address: str | None, replicas: int) -> SegmentIndex | ShardedIndex:
+        fp = self.fingerprinter
+        folder, name = self.home / "index", f"{fp.name}-{fp.version}"
+        if ray_address:
+            from earmark.index.ray_shards import open_ray
+
+            return open_ray(folder, fingerprint=name, layout=self.layout, replicas=replicas,
+                            address=ray_address)
+        if len(self.layout) == 1:
+            return SegmentIndex(folder / self.layout.names[0], fingerprint=name)
+        return open_local(folder, fingerprint=name, layout=self.layout)
 
     def _try_lock(self) -> bool:
         try:
@@ -215,9 +238,11 @@ class Catalog:
 
 
 def open_catalog(*, home: str | os.PathLike[str], write: bool = False,
-                 wait_s: float = 10.0) -> Catalog:
+                 wait_s: float = 10.0, ray_address: str | None = None,
+                 replicas: int = 1) -> Catalog:
     """Open (and, for writers, create) the catalog in ``home``; see :class:`Catalog`."""
-    return Catalog(home, write=write, wait_s=wait_s)
+    return Catalog(home, write=write, wait_s=wait_s, ray_address=ray_address,
+                   replicas=replicas)
 
 
 # -- add ------------------------------------------------------------------------------------
