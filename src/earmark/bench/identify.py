@@ -40,6 +40,7 @@ from earmark.identify import calibrate
 from earmark.identify.identifier import Identifier, cover, runner_up
 from earmark.index.base import IndexItem
 from earmark.index.segments import SegmentIndex
+from earmark.index.sharded import LocalShard, ShardedIndex, ShardLayout, ShardMember
 from earmark.service.catalog import Catalog, add_references, open_catalog, stats
 
 SHIPPED = "earmark, shipped model"  #: rows of the confidence model the package ships
@@ -276,6 +277,7 @@ def _distractor_shard(path: Path, corpus: Path, tracks: Sequence[dict], hours: f
             items = []
     if items:
         shard.add(items)
+    shard.compact()  # as `catalog add` leaves a shard
     shard.close()
     return total
 
@@ -449,15 +451,23 @@ def _growth(cfg: BenchConfig, cat_tracks: list[dict], ident: Identifier,
 
     out = [measure(hours)]
     log(f"latency at {hours:.1f} h: p50 {out[-1]['p50_ms']:.1f} ms")
-    shards = list(ident.shards)
+    (catalog_shard,) = ident.shards
+    members: list[ShardMember] = [LocalShard(catalog_shard)]  # type: ignore[arg-type]
+    starts = [0]
     total = hours
     for target in cfg.growth_hours:
         if target <= total:
             continue
+        key0 = 10**9 + len(members) * 10**6
         added = _distractor_shard(work / f"distractors-{int(target)}", cfg.corpus, cat_tracks,
-                                  target - total, ident, rng, 10**9 + len(shards) * 10**6)
-        shards.append(SegmentIndex(work / f"distractors-{int(target)}"))
-        ident.shards = shards
+                                  target - total, ident, rng, key0)
+        members.append(LocalShard(SegmentIndex(work / f"distractors-{int(target)}")))
+        starts.append(key0)
+        # one index over the shards, with the catalog-wide stop-word rule (as a sharded
+        # catalog answers; a plain list of shards would cap each shard on its own)
+        layout = ShardLayout(tuple(f"shard-{i:04d}" for i in range(len(members))),
+                             tuple(starts))
+        ident.shards = [ShardedIndex(layout, list(members))]
         total += added / 3600
         out.append(measure(total))
         log(f"latency at {total:.1f} h: p50 {out[-1]['p50_ms']:.1f} ms")
