@@ -198,3 +198,32 @@ def test_ai_suspected_on_a_re_synthesised_stretch_only(library: Library) -> None
     ai = [e.to_json() for e in events if e.event == "ai_suspected"]
     assert len(ai) == 1, ai
     assert 15_000 <= ai[0]["segment_start_ms"] < 25_000 and ai[0]["ai_probability"] >= 0.9
+
+
+def test_talk_over_the_music_is_found_through_the_speech_mask(catalog: Catalog,
+                                                               library: Library) -> None:
+    """Speech 5 dB louder than catalog music: the plain window prints miss it; with the
+    talk-over pass (speech-mask probe, then the window's companions) the window matches the
+    right reference at the right place."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+
+    ref = library.signals["long"]
+    talk = synth_speech_like(sr=SR, duration=25.0, rng=np.random.default_rng(3))
+    filler = synth_speech_like(sr=SR, duration=12.0, rng=np.random.default_rng(7))
+    y = stream_of(filler, mix_over(ref[20 * SR: 45 * SR], talk, -5.0))
+    key = catalog.store.get("long").key  # type: ignore[union-attr]
+    found = {}
+    for talk_over in (False, True):
+        m = StreamMatcher(catalog.identifier, talk_over=talk_over)
+        for i in range(0, y.size, SR // 2):
+            hits = [w for w in m.push(y[i:i + SR // 2]) or [] if w.ref_key == key]
+            if hits:
+                found[talk_over] = (i + SR // 2) / SR - 12.0, hits[0]
+                break
+    assert True in found, "talk over the music not found"
+    after_s, w = found[True]
+    assert after_s <= 20.0
+    # the window's line through the reference: stream time 12 s is reference time 20 s
+    assert abs(w.ref_at_zero + w.tempo_ratio * 12_000 - 20_000) < 150
+    assert False not in found or found[False][0] >= after_s

@@ -63,6 +63,7 @@ class LiveBenchConfig:
     catalog: Path | None = None
     jobs: int = 2
     hop_s: float = 1.0
+    talk_over: bool = True  #: the monitor's search for talk over the music (its default)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def first_detection(cfg: LiveBenchConfig, cat: Catalog, cat_rows: list[dict[str,
             y = np.concatenate([lead, music, tail]).astype(np.float32)
             events: list[LiveEvent] = []
             w = StreamWatcher("bench", catalog=cat, detector=None, sink=events.append, sr=SR,
-                              params=WatchParams(hop_s=cfg.hop_s))
+                              params=WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over))
             cpu = _feed(w, y, SR // 2)
             splice = round(cfg.lead_s * 1000)
             starts = [e.to_json() for e in events if e.event == "match_started"]
@@ -180,7 +181,7 @@ def false_starts(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path],
     speech = speech_track(SR)
     events: list[LiveEvent] = []
     w = StreamWatcher("fp", catalog=cat, detector=None, sink=events.append, sr=SR,
-                      params=WatchParams(hop_s=cfg.hop_s))
+                      params=WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over))
     total, cpu, pos, k = cfg.fp_hours * 3600 * SR, 0.0, 0, 0
     order = [non_paths[i] for i in rng.permutation(len(non_paths))]
     while pos < total:
@@ -227,7 +228,7 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
     cpu0 = _children_cpu()
     wall0 = time.monotonic()
     watch_parallel(specs, home=Path(cat.home), detector=None, sink=lambda e: None, jobs=jobs,
-                   params=WatchParams(hop_s=cfg.hop_s),
+                   params=WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over),
                    on_lag=lambda sid, s: lags[sid].append(s))
     wall = time.monotonic() - wall0
     cpu = _children_cpu() - cpu0

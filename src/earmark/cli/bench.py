@@ -172,6 +172,8 @@ def live(
     concurrency_s: float = typer.Option(60.0, min=5.0, help="Seconds of each concurrent run."),
     catalog: Path | None = typer.Option(None, help="Reuse this catalog (80 % split)."),
     seed: int = typer.Option(0, help="Seed of the split and the streams."),
+    no_talk_over: bool = typer.Option(False, "--no-talk-over",
+                                      help="Measure the monitor without its talk-over search."),
 ) -> None:
     """Live monitoring: first detection per core edit, false starts, concurrent streams."""
     from earmark.bench.live import LiveBenchConfig, run
@@ -181,6 +183,7 @@ def live(
         raise typer.Exit(2)
     n = tuple(int(x) for x in streams.split(",") if x.strip())
     run(LiveBenchConfig(corpus=corpus, out=out, per_edit=per_edit, fp_hours=fp_hours,
-                        streams=n, concurrency_s=concurrency_s, catalog=catalog, seed=seed),
+                        streams=n, concurrency_s=concurrency_s, catalog=catalog, seed=seed,
+                        talk_over=not no_talk_over),
         log=lambda m: err.print(m, markup=False, highlight=False))
     err.print(f"report: {out / 'report.md'}")

@@ -77,12 +77,24 @@ class StreamMatcher:
         Also vote with the hashes of the newest audio that are not final yet
         (:meth:`StreamPrints.peek`): a match is seen ~1.5 s sooner, at the price of one
         more peak picking and lookup of the stream's last second or two per vote.
+    talk_over : bool
+        When a window holds no confident match, look for talk over the music as file
+        identification does (:meth:`TripletFingerprinter.talk_over`): the speech mask on the
+        newest ``TALK_PROBE_S`` seconds decides cheaply whether speech covers the stream
+        (~4 ms a vote); only then are the window's talk-over companions computed, looked up
+        and joined to its plain candidates. Streams that match, or carry no talk, pay the
+        probe at most.
     """
 
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
-                 hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True) -> None:
+                 hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
+                 talk_over: bool = True) -> None:
         self.ident = identifier
         self.fp = identifier.fingerprinter
+        self.talk_over = talk_over and hasattr(self.fp, "talk_over") and bool(
+            getattr(self.fp, "speech_mask", False))
+        keep_s = window_s + TALK_PROBE_S + 2.0
+        self._audio = _Tail(round(keep_s * self.fp.sr)) if self.talk_over else None
         self.prints = StreamPrints(self.fp)  # type: ignore[arg-type]
         self.window_frames = window_s * self.fp.frame_rate
         self.hop = max(1, round(hop_s * self.fp.sr))
@@ -106,6 +118,8 @@ class StreamMatcher:
         """Add samples; returns the window's matches when a vote happened, else ``None``."""
         self.n_samples += y.size
         self._pending += y.size
+        if self._audio is not None:
+            self._audio.push(y)
         s = self.prints.push(y)
         if len(s.hashes) or not self.hops:
             cand = self.ident.lookup(s.hashes.key) if len(s.hashes) else Candidates.concat([])
@@ -149,8 +163,68 @@ class StreamMatcher:
         qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
                          n_peaks=sum(h.n_peaks for h in hs))
         found = self.ident.identify_prints(qp, cand)
+        if found.status != "match" and self._audio is not None:
+            extra = self._talk_over_prints(start, end)
+            if extra is not None and len(extra.hashes):
+                more = self.ident.lookup(extra.hashes.key)
+                more.qidx = more.qidx + len(qp.hashes)
+                found = self.ident.identify_prints(QueryPrints.concat([qp, extra]),
+                                                   Candidates.concat([cand, more]))
         t0 = round(start / fr * 1000)
         return [_on_stream(m, t0) for m in found.matches]
+
+    def _talk_over_prints(self, start: float, end: float) -> QueryPrints | None:
+        """The window's talk-over companions (window coordinates), or None without talk."""
+        from earmark.identify import speech
+        from earmark.identify.spectrogram import log_spectrogram
+
+        assert self._audio is not None
+        fp = self.fp
+        hop = fp.spec.hop  # type: ignore[attr-defined]
+        probe = self._audio.last(round(TALK_PROBE_S * fp.sr))
+        if probe.size < fp.sr:
+            return None
+        S = log_spectrogram(probe, fp.spec)  # type: ignore[attr-defined]
+        cells = speech.default_mask().speech_cells(S)
+        if speech.coverage(cells, S) < fp.speech_gate:  # type: ignore[attr-defined]
+            return None
+        seg = self._audio.span(round(start * hop), round(end * hop))
+        if seg.size < MIN_QUERY_S * fp.sr:
+            return None
+        out: QueryPrints | None = fp.talk_over(seg)  # type: ignore[attr-defined]
+        return out
+
+
+TALK_PROBE_S = 2.0  #: seconds of the newest audio the speech-mask probe of a vote reads
+
+
+class _Tail:
+    """The last ``size`` samples of a stream, addressed by stream sample index."""
+
+    def __init__(self, size: int) -> None:
+        self.buf = np.zeros(2 * size, np.float32)
+        self.size = size
+        self.n = 0  #: samples pushed so far
+        self.fill = 0  #: valid samples at the start of ``buf``
+
+    def push(self, y: np.ndarray) -> None:
+        y = np.asarray(y, np.float32)
+        self.n += y.size
+        y = y[-self.size:]
+        if self.fill + y.size > self.buf.size:  # keep the last `size`, then append
+            keep = min(self.fill, self.size - y.size)
+            self.buf[:keep] = self.buf[self.fill - keep: self.fill]
+            self.fill = keep
+        self.buf[self.fill: self.fill + y.size] = y
+        self.fill += y.size
+
+    def last(self, k: int) -> np.ndarray:
+        return self.buf[max(0, self.fill - k): self.fill]
+
+    def span(self, a: int, b: int) -> np.ndarray:
+        """Samples ``a:b`` of the stream, as far as they are still held."""
+        first = self.n - self.fill
+        return self.buf[max(0, a - first): max(0, min(b - first, self.fill))]
 
 
 def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candidates]:

@@ -37,6 +37,8 @@ class WatchParams:
     update_every_s: float = 5.0
     ai_segment_s: float = 5.0
     max_refs: int = 0
+    #: look for talk over the music in windows without a match (:class:`StreamMatcher`)
+    talk_over: bool = True
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
 
@@ -114,7 +116,8 @@ class StreamWatcher:
         """A fresh matcher and match timeline whose origin is stream sample ``start``."""
         if self.catalog is not None:
             self.matcher = StreamMatcher(self.catalog.identifier, window_s=self.p.window_s,
-                                         hop_s=self.p.hop_s, max_refs=self.p.max_refs)
+                                         hop_s=self.p.hop_s, max_refs=self.p.max_refs,
+                                         talk_over=self.p.talk_over)
             self.matcher.offset_ms = self.ms(start)
         self.tracker = MatchTracker(end_after_s=self.p.end_after_s,
                                     update_every_s=self.p.update_every_s)
