@@ -80,8 +80,8 @@ class StreamMatcher:
     talk_over : bool
         When a window holds no confident match, look for talk over the music as file
         identification does (:meth:`TripletFingerprinter.talk_over`): the speech mask on the
-        newest ``TALK_PROBE_S`` seconds decides cheaply whether speech covers the stream
-        (~4 ms a vote); only then are the window's talk-over companions computed, looked up
+        newest ``TALK_PROBE_S`` seconds, once per that many seconds of audio, decides cheaply
+        whether speech covers the stream (~4 ms per 2 s); only then are the window's talk-over companions computed, looked up
         and joined to its plain candidates. Streams that match, or carry no talk, pay the
         probe at most.
     """
@@ -95,6 +95,8 @@ class StreamMatcher:
             getattr(self.fp, "speech_mask", False))
         keep_s = window_s + TALK_PROBE_S + 2.0
         self._audio = _Tail(round(keep_s * self.fp.sr)) if self.talk_over else None
+        self._probed_at = -(10**12)  # stream sample of the last speech-mask probe
+        self._talking = False  # what it found
         self.prints = StreamPrints(self.fp)  # type: ignore[arg-type]
         self.window_frames = window_s * self.fp.frame_rate
         self.hop = max(1, round(hop_s * self.fp.sr))
@@ -181,12 +183,16 @@ class StreamMatcher:
         assert self._audio is not None
         fp = self.fp
         hop = fp.spec.hop  # type: ignore[attr-defined]
-        probe = self._audio.last(round(TALK_PROBE_S * fp.sr))
-        if probe.size < fp.sr:
-            return None
-        S = log_spectrogram(probe, fp.spec)  # type: ignore[attr-defined]
-        cells = speech.default_mask().speech_cells(S)
-        if speech.coverage(cells, S) < fp.speech_gate:  # type: ignore[attr-defined]
+        n_probe = round(TALK_PROBE_S * fp.sr)
+        if self._audio.n - self._probed_at >= n_probe:  # each second of audio probed once
+            probe = self._audio.last(n_probe)
+            if probe.size < fp.sr:
+                return None
+            S = log_spectrogram(probe, fp.spec)  # type: ignore[attr-defined]
+            cells = speech.default_mask().speech_cells(S)
+            self._talking = speech.coverage(cells, S) >= fp.speech_gate  # type: ignore[attr-defined]
+            self._probed_at = self._audio.n
+        if not self._talking:
             return None
         seg = self._audio.span(round(start * hop), round(end * hop))
         if seg.size < MIN_QUERY_S * fp.sr:
