@@ -43,8 +43,8 @@ def monitor(
                                          help="Seconds between votes.")] = 1.0,
     no_talk_over: Annotated[bool, typer.Option(
         "--no-talk-over", help="Skip the search for talk over the music (the speech-mask "
-        "probe, ~4 ms per 2 s of audio, and the window's talk-over prints where it finds speech): more "
-        "streams per core, speech over catalog music missed.")] = False,
+        "probe, ~4 ms per 2 s of audio, and the window's talk-over prints where it finds "
+        "speech): more streams per core, speech over catalog music missed.")] = False,
     jobs: Annotated[int | None, typer.Option(
         "--jobs", "-j", min=1, help="Processes the streams are spread over (default: one per "
         "core, at most one per stream; standard input keeps everything in one).")] = None,
