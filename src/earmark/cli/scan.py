@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TextIO, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -69,12 +70,25 @@ def scan(
 
     Each input is echoed as given in the result's ``input``.
     """
+    out = sys.stdout
+    # stdout is the results' alone: Ray prints its workers' failures on sys.stdout from a
+    # thread of its own, at any time, so that goes to stderr for the rest of the command
+    with contextlib.redirect_stdout(sys.stderr):
+        _scan(out, paths or [], db=db, as_json=as_json, max_seconds=max_seconds,
+              address=address, runner=runner, manifest=manifest, results_file=results_file,
+              workers=workers, batch_size=batch_size, max_retries=max_retries)
+
+
+def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
+          max_seconds: float | None, address: str | None, runner: str,
+          manifest: Path | None, results_file: Path | None, workers: int | None,
+          batch_size: int, max_retries: int) -> None:
     if runner not in ("local", "ray"):
         die(f"unknown runner {runner!r}; use --runner local or --runner ray")
     settings = load_settings(max_seconds=max_seconds, ray_address=address)
     err = stderr()
     with user_errors():
-        inputs = expand_inputs(paths or [], manifest)
+        inputs = expand_inputs(paths, manifest)
         if not inputs:
             die("nothing to scan: give files, folders or --manifest FILE")
         journal = ResultsFile(results_file) if results_file is not None else None
@@ -92,7 +106,7 @@ def scan(
             TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[last]}"), console=err, transient=True,
             redirect_stdout=False, redirect_stderr=False,
-            disable=not err.is_terminal or (as_json and sys.stdout.isatty()),
+            disable=not err.is_terminal or (as_json and out.isatty()),
         ) as bar:
             task = bar.add_task("scan", total=len(todo), last="")
             for pos, res in run.scan([p for p, _ in todo]):
@@ -102,8 +116,8 @@ def scan(
                     assert key is not None
                     journal.append(res, key)
                 if as_json:
-                    sys.stdout.write(json.dumps(res, ensure_ascii=False) + "\n")
-                    sys.stdout.flush()
+                    out.write(json.dumps(res, ensure_ascii=False) + "\n")
+                    out.flush()
                 results.append((pos, {"status": res["status"]} if as_json else res))
     finally:
         run.close()
@@ -111,7 +125,7 @@ def scan(
             journal.close()
     done = [r for _, r in sorted(results, key=lambda x: x[0])]
     if not as_json:
-        stdout().print(_table(done))
+        stdout(out).print(_table(done))
     ok = sum(r["status"] != "error" for r in done)
     n_match = sum(r["status"] == "match" for r in done)
     err.print(f"{len(done)} input(s): {n_match} match, {ok - n_match} no match, "

@@ -22,11 +22,11 @@ Every node needs earmark installed and the catalog folder (and the inputs) at th
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,13 +133,19 @@ class RayBatchRunner:
                ) -> Iterator[tuple[int, dict[str, Any]]]:
         rows = [{"pos": i, "path": inputs[i]} for i in range(lo, hi)]
         n_blocks = -(-len(rows) // self.batch_size)
-        ds = self.data.from_items(rows, override_num_blocks=n_blocks).map_batches(
-            self.worker_cls,
-            fn_constructor_kwargs={"home": self.home, "max_seconds": self.max_seconds},
-            batch_size=self.batch_size, batch_format="numpy", num_cpus=1,
-            concurrency=min(self.workers, n_blocks),
-            ray_remote_args_fn=functools.partial(dict, max_restarts=-1,
-                                                 max_task_retries=self.max_retries))
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates passing actor options to map_batches and names no other
+            # way to bound the retries of a batch yet
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = self.data.from_items(rows, override_num_blocks=n_blocks).map_batches(
+                self.worker_cls,
+                fn_constructor_kwargs={"home": self.home, "max_seconds": self.max_seconds},
+                batch_size=self.batch_size, batch_format="numpy", num_cpus=1,
+                # one batch in flight per actor: a worker that dies takes only its own
+                # batch with it (not the innocent ones queued behind it) into the retries
+                compute=self.data.ActorPoolStrategy(size=min(self.workers, n_blocks),
+                                                    max_tasks_in_flight_per_actor=1),
+                max_restarts=-1, max_task_retries=self.max_retries)
         seen: set[int] = set()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy",
                                      prefetch_batches=0):
