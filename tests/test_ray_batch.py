@@ -193,6 +193,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_cluster_start_status_stop_on_loopback() -> None:
     """A second, separate cluster: its own folder (short, for Ray's socket paths) and port;
     the CLI runs in subprocesses (this process is connected to the session's cluster)."""
