@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from conftest import SR, Library, excerpt, needs_ffmpeg, write_audio
 from earmark.audio.generators import pink_noise
 from earmark.cli.main import app
+from earmark.errors import ClusterError
 from earmark.runners.inputs import ResultsFile, expand_inputs, read_path_manifest
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'earmark[ray]'")
@@ -177,6 +178,21 @@ def test_a_batch_that_kills_its_worker_every_time_is_an_error(
     assert sorted(got) == [0, 1, 2, 3]
     assert got[3]["status"] == "error" and got[3]["reason"].startswith("worker_lost: ")
     assert all(got[i]["status"] != "error" for i in range(3))
+
+
+class NoCatalogHere(ScanWorker):
+    """A node without the catalog folder."""
+
+    def __init__(self, home: str, max_seconds: float | None) -> None:
+        super().__init__(home + "-not-on-this-node", max_seconds)
+
+
+def test_workers_that_cannot_open_the_catalog_stop_the_run_with_a_hint(
+        ray_cluster: Any, catalog_home: Path, uploads: Path) -> None:
+    _by_value()
+    runner = RayBatchRunner(home=catalog_home, max_seconds=None, worker_cls=NoCatalogHere)
+    with pytest.raises(ClusterError, match=r"catalog at .*re-run goes on"):
+        list(runner.scan(expand_inputs([uploads])))
 
 
 def test_no_catalog_is_one_line_before_any_work(ray_cluster: Any, tmp_path: Path,

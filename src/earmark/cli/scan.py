@@ -102,7 +102,7 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
                           batch_size=batch_size, max_retries=max_retries)
     results: list[tuple[int, dict[str, Any]]] = []
     try:
-        with Progress(
+        with user_errors(), Progress(
             TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[last]}"), console=err, transient=True,
             redirect_stdout=False, redirect_stderr=False,

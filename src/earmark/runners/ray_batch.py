@@ -147,20 +147,28 @@ class RayBatchRunner:
                                                     max_tasks_in_flight_per_actor=1),
                 max_restarts=-1, max_task_retries=self.max_retries)
         seen: set[int] = set()
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy",
-                                     prefetch_batches=0):
-            for pos, text in zip(batch["pos"], batch["result"], strict=True):
-                pos = int(pos)
-                if pos not in seen:
-                    seen.add(pos)
-                    yield pos, json.loads(text)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy",
+                                         prefetch_batches=0):
+                for pos, text in zip(batch["pos"], batch["result"], strict=True):
+                    pos = int(pos)
+                    if pos not in seen:
+                        seen.add(pos)
+                        yield pos, json.loads(text)
+        except self.ray.exceptions.RayError as exc:  # e.g. no worker could open the catalog
+            first = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ""
+            raise ClusterError(
+                f"the Ray Data run stopped ({type(exc).__name__}: {first}); every node needs "
+                f"earmark installed and the catalog at {self.home}. Results so far are kept; "
+                "with --results a re-run goes on from there") from None
         for pos in range(lo, hi):
             if pos not in seen:
                 yield pos, ScanResult(
                     input=inputs[pos], status="error", duration_ms=None,
-                    reason=f"worker_lost: the worker scanning this input died "
-                           f"{self.max_retries + 1} times; scan it alone to see why "
-                           "(a re-run with --results tries it again)").model_dump(mode="json")
+                    reason=f"worker_lost: the batch of this input failed "
+                           f"{self.max_retries + 1} times (its worker died); scan it alone "
+                           "to see why (a re-run with --results tries it again)"
+                ).model_dump(mode="json")
 
     def close(self) -> None:
         """Nothing to release: the actors end with each chunk's dataset."""
