@@ -101,7 +101,7 @@ def test_a_resumed_run_skips_what_is_answered(ray_cluster: Any, catalog_home: Pa
         assert code == 0, err
         assert "2 input(s) already answered" in err
         scanned = {Path(r["input"]).name for r in _lines(out)}
-        assert scanned == {Path(f).name for f in [files[0], *files[3:], new]}
+        assert scanned == {Path(f).name for f in [files[0], *files[3:], str(new)]}
         rows = [json.loads(x) for x in results.read_text().splitlines()]
         assert len(rows) == 3 + len(scanned)
         assert all(set(r["resume"]) == {"path", "size", "mtime_ns"} for r in rows)
@@ -155,8 +155,9 @@ def test_a_worker_killed_mid_run_still_answers_each_input_once(
     inputs = expand_inputs([uploads]) * 2  # 14 inputs, 7 batches
     _, local, _ = run("scan", "--db", catalog_home, "--json", *inputs)
     marker = tmp_path / "crashed"
-    monkeypatch.setitem(RayBatchRunner.__init__.__kwdefaults__, "worker_cls",
-                        _marked(marker))
+    defaults = RayBatchRunner.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "worker_cls", _marked(marker))
     code, out, err = run("scan", "--runner", "ray", "--db", catalog_home, "--json",
                          "--batch-size", "2", "--max-retries", "2", *inputs)
     assert code == 0, err
