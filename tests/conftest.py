@@ -45,6 +45,18 @@ needs_postgres = pytest.mark.skipif(not PG_URL, reason="set EARMARK_TEST_POSTGRE
                                                        "(scripts/pg-throwaway start)")
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A private Ray cluster on this machine (2 CPUs) for the whole session; yields ``ray``.
+    Skips when Ray is not installed (``pip install 'earmark[ray]'``)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'earmark[ray]'")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
 def music(seed: int, duration: float = REF_S) -> np.ndarray:
     """A seeded, music-like piece at :data:`SR`."""
     return synth_music(sr=SR, duration=duration, rng=np.random.default_rng(seed))

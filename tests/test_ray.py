@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +42,8 @@ SR = 8000
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[None]:
-    """A private Ray cluster on this machine for the whole session."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def cluster(ray_cluster: object) -> None:
+    """The session's private Ray cluster (``conftest.ray_cluster``)."""
 
 
 def _items(keys: list[int], seed: int = 0, n: int = 400) -> list[IndexItem]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import IO, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -46,10 +46,10 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def stdout() -> Console:
-    """A console on stdout for tables; wide when stdout is a file or a pipe."""
-    c = Console(highlight=False)
-    return c if c.is_terminal else Console(highlight=False, width=160)
+def stdout(file: IO[str] | None = None) -> Console:
+    """A console on stdout (or ``file``) for tables; wide when it is a file or a pipe."""
+    c = Console(highlight=False, file=file)
+    return c if c.is_terminal else Console(highlight=False, width=160, file=file)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -187,3 +187,40 @@ def live(
                         talk_over=not no_talk_over),
         log=lambda m: err.print(m, markup=False, highlight=False))
     err.print(f"report: {out / 'report.md'}")
+
+
+@app.command("capacity")
+def capacity(
+    corpus: Path = typer.Option(..., "--corpus", help="Folder with manifest.csv, or of "
+                                "audio files (scripts/fetch-corpus --small)."),
+    out: Path = typer.Option(Path("bench-out/capacity"), "--out", help="Where the report goes."),
+    max_tracks: int = typer.Option(0, help="Use only this many tracks (0: all)."),
+    query_s: float = typer.Option(10.0, "--query-s", help="Length of the query excerpts, s."),
+    seed: int = typer.Option(0, help="Seed of the split and the excerpts."),
+    growth: str = typer.Option("4,16,64", help="Catalog sizes to time lookup at, as multiples "
+                               "of the real catalog (key-permuted copies)."),
+) -> None:
+    """Per-core throughput of each scan stage and index bytes per audio hour (sizing guide)."""
+    import shlex
+    import sys
+
+    from earmark.bench.capacity import measure, write_report
+    from earmark.errors import EarmarkError
+
+    try:
+        res = measure(corpus=corpus, max_tracks=max_tracks or None, query_s=query_s, seed=seed,
+                      growth=tuple(int(x) for x in growth.split(",") if x),
+                      log=lambda m: err.print(m, markup=False, highlight=False))
+    except EarmarkError as exc:
+        err.print(f"[red]error:[/] {exc.reason}")
+        raise typer.Exit(2) from None
+    cmd = "earmark bench capacity " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    j, md = write_report(res, out, cmd)
+    st = res["stages"]
+    err.print(f"decode {st['decode_8k']['realtime_per_core']:g}×, reference fingerprint "
+              f"{st['reference_fingerprint']['realtime_per_core']:g}×, detector "
+              f"{st['detect']['realtime_per_core']:g}× realtime per core; lookup p50 "
+              f"{st['lookup_align']['cpu_ms_p50']:g} ms CPU at "
+              f"{st['lookup_align']['catalog_hours']:g} h; index "
+              f"{res['index']['bytes_per_audio_hour'] / 1e6:.2f} MB per audio hour")
+    err.print(f"report: {md} and {j} (earmark capacity --measured {j})", markup=False)

@@ -7,6 +7,7 @@ import typer
 
 from earmark import __version__
 from earmark.cli import admin as _admin
+from earmark.cli import capacity as _capacity
 from earmark.cli import catalog as _catalog
 from earmark.cli import cluster as _cluster
 from earmark.cli import demo as _demo
@@ -40,6 +41,7 @@ app.add_typer(_admin.policy_app, name="policy")
 app.add_typer(_admin.audit_app, name="audit")
 app.add_typer(_admin.db_app, name="db")
 app.add_typer(_cluster.app, name="cluster")
+app.command("capacity")(_capacity.capacity)
 
 try:  # written separately; the CLI works without it
     from earmark.cli import bench as _bench

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``earmark scan PATH... [--db DIR] [--json]``."""
+"""``earmark scan PATH... [--db DIR] [--json] [--runner local|ray] [--manifest FILE]
+[--results FILE]``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -19,58 +21,116 @@ from earmark.cli import (
     DbOption,
     MaxSecondsOption,
     clock,
+    die,
     load_settings,
     resolve_home,
     stderr,
     stdout,
     user_errors,
 )
-from earmark.service.catalog import open_catalog
-from earmark.service.scan import scan_paths
+from earmark.runners import RunnerName, open_runner
+from earmark.runners.inputs import ResultsFile, expand_inputs
 
 _STYLE = {"match": "green", "no_match": "yellow", "error": "red"}
 
 
+RunnerOption = Annotated[str, typer.Option(
+    "--runner", metavar="local|ray",
+    help="Where the scans run: 'local' (this process) or 'ray' (Ray Data workers on the "
+         "cluster of --address; docs/scaling.md).")]
+
+
 def scan(
-    paths: Annotated[list[str], typer.Argument(
-        metavar="PATH", help="Audio or video files to identify (use -- before names that "
-        "start with a dash).", show_default=False)],
+    paths: Annotated[list[str] | None, typer.Argument(
+        metavar="PATH", help="Audio or video files, or folders (scanned recursively), to "
+        "identify (use -- before names that start with a dash).", show_default=False)] = None,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per input per line on stdout.")] = False,
     max_seconds: MaxSecondsOption = None,
     address: AddressOption = None,
+    runner: RunnerOption = "local",
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", metavar="FILE",
+        help="More inputs: one path per line, or CSV with a 'path' column.")] = None,
+    results_file: Annotated[Path | None, typer.Option(
+        "--results", metavar="FILE",
+        help="Append each result here (JSON lines); a re-run skips the inputs already "
+             "answered there (same path, size and modification time).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="--runner ray: scanning actors (one CPU each). "
+                                 "Default: the cluster's CPUs.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="--runner ray: inputs per task.")] = 4,
+    max_retries: Annotated[int, typer.Option(
+        "--max-retries", min=0, help="--runner ray: times a batch is sent again after "
+                                     "its worker died.")] = 3,
 ) -> None:
     """Find the catalog references each input contains (matches best first).
 
     Each input is echoed as given in the result's ``input``.
     """
+    out = sys.stdout
+    # stdout is the results' alone: Ray prints its workers' failures on sys.stdout from a
+    # thread of its own, at any time, so that goes to stderr for the rest of the command
+    with contextlib.redirect_stdout(sys.stderr):
+        _scan(out, paths or [], db=db, as_json=as_json, max_seconds=max_seconds,
+              address=address, runner=runner, manifest=manifest, results_file=results_file,
+              workers=workers, batch_size=batch_size, max_retries=max_retries)
+
+
+def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
+          max_seconds: float | None, address: str | None, runner: str,
+          manifest: Path | None, results_file: Path | None, workers: int | None,
+          batch_size: int, max_retries: int) -> None:
+    if runner not in ("local", "ray"):
+        die(f"unknown runner {runner!r}; use --runner local or --runner ray")
     settings = load_settings(max_seconds=max_seconds, ray_address=address)
     err = stderr()
-    results: list[dict[str, Any]] = []
     with user_errors():
-        cat = open_catalog(home=resolve_home(db), write=False, ray_address=settings.ray_address,
-                           replicas=settings.index_replicas)
-    with cat, Progress(
-        TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"), console=err, transient=True,
-        redirect_stdout=False, redirect_stderr=False,
-        disable=not err.is_terminal or (as_json and sys.stdout.isatty()),
-    ) as bar:
-        task = bar.add_task("scan", total=len(paths), last="")
-        for res in scan_paths(catalog=cat, paths=paths, max_seconds=settings.max_seconds):
-            bar.update(task, advance=1, last=Path(res["input"]).name)
-            if as_json:
-                sys.stdout.write(json.dumps(res, ensure_ascii=False) + "\n")
-                sys.stdout.flush()
-            results.append({"status": res["status"]} if as_json else res)
+        inputs = expand_inputs(paths, manifest)
+        if not inputs:
+            die("nothing to scan: give files, folders or --manifest FILE")
+        journal = ResultsFile(results_file) if results_file is not None else None
+        todo = [(p, None) for p in inputs] if journal is None else journal.pending(inputs)[0]
+        if journal is not None and len(todo) < len(inputs):
+            err.print(f"{len(inputs) - len(todo)} input(s) already answered in "
+                      f"{results_file}; skipped", markup=False)
+        run = open_runner(cast(RunnerName, runner), home=resolve_home(db),
+                          max_seconds=settings.max_seconds, ray_address=settings.ray_address,
+                          replicas=settings.index_replicas, workers=workers,
+                          batch_size=batch_size, max_retries=max_retries)
+    results: list[tuple[int, dict[str, Any]]] = []
+    try:
+        with user_errors(), Progress(
+            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[last]}"), console=err, transient=True,
+            redirect_stdout=False, redirect_stderr=False,
+            disable=not err.is_terminal or (as_json and out.isatty()),
+        ) as bar:
+            task = bar.add_task("scan", total=len(todo), last="")
+            for pos, res in run.scan([p for p, _ in todo]):
+                bar.update(task, advance=1, last=Path(res["input"]).name)
+                if journal is not None:
+                    key = todo[pos][1]
+                    assert key is not None
+                    journal.append(res, key)
+                if as_json:
+                    out.write(json.dumps(res, ensure_ascii=False) + "\n")
+                    out.flush()
+                results.append((pos, {"status": res["status"]} if as_json else res))
+    finally:
+        run.close()
+        if journal is not None:
+            journal.close()
+    done = [r for _, r in sorted(results, key=lambda x: x[0])]
     if not as_json:
-        stdout().print(_table(results))
-    ok = sum(r["status"] != "error" for r in results)
-    n_match = sum(r["status"] == "match" for r in results)
-    err.print(f"{len(results)} input(s): {n_match} match, {ok - n_match} no match, "
-              f"{len(results) - ok} error")
-    if ok == 0 and results:
+        stdout(out).print(_table(done))
+    ok = sum(r["status"] != "error" for r in done)
+    n_match = sum(r["status"] == "match" for r in done)
+    err.print(f"{len(done)} input(s): {n_match} match, {ok - n_match} no match, "
+              f"{len(done) - ok} error")
+    if ok == 0 and done:
         raise typer.Exit(EXIT_FAILED)
 
 
