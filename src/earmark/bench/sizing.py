@@ -124,8 +124,7 @@ def size(measured: dict[str, Any], *, catalog_hours: float, uploads_per_day: flo
     else:
         lk0 = float(st["lookup_align"]["cpu_ms_p50"])
         p95_ratio = float(st["lookup_align"]["p95_ms"]) / float(st["lookup_align"]["p50_ms"])
-    b = a.growth_exponent if a.growth_exponent is not None else float(
-        measured.get("growth_exponent", 1.0))
+    b = _exponent(a, measured)
     scale = (max(catalog_hours, 1e-9) / h0) ** b
     n_win, win_audio = _windows(a.upload_s)
     lk_per_s = lk0 / q_s / 1000 * scale  # CPU s of lookup per second of window audio
@@ -178,14 +177,27 @@ def size(measured: dict[str, Any], *, catalog_hours: float, uploads_per_day: flo
             cpu["lookup_align"] / n_win * 1000, 1), notes=notes)
 
 
+
+#: lookup growth measured from 103 to 1,002 h (benchmarks/shards.py, docs/benchmarks.md):
+#: the default never assumes a flatter growth than this beyond the measured catalog
+LARGE_EXPONENT = 0.79
+
+
+def _exponent(a: Any, measured: dict[str, Any]) -> float:
+    """The growth exponent: the one asked for, else the measured one but at least
+    :data:`LARGE_EXPONENT` (small catalogs grow flatter than large ones)."""
+    if a.growth_exponent is not None:
+        return float(a.growth_exponent)
+    return max(float(measured.get("growth_exponent", 1.0)), LARGE_EXPONENT)
+
+
 def assumption_lines(measured: dict[str, Any], a: Assumptions, catalog_hours: float
                      ) -> list[str]:
     """Every assumption of :func:`size`, one line each, for the reader."""
     m, st = measured["machine"], measured["stages"]
     top = max(measured.get("growth") or [{"hours": st["lookup_align"]["catalog_hours"]}],
               key=lambda g: g["hours"])
-    b = a.growth_exponent if a.growth_exponent is not None else measured.get(
-        "growth_exponent", 1.0)
+    b = _exponent(a, measured)
     return [
         f"measured on {m['cpu']} ({m['cores']} cores), {m['date']}: "
         f"{measured.get('command', 'earmark bench capacity')}",
@@ -199,7 +211,9 @@ def assumption_lines(measured: dict[str, Any], a: Assumptions, catalog_hours: fl
         f"({top['hours']:g} h) to {catalog_hours:,.0f} h — an extrapolation over "
         f"{catalog_hours / float(top['hours']):,.0f}×; the identify benchmark measured p50 "
         "63 → 103 → 200 ms at 9.8 → 30 → 100 h (exponent 0.50 from 9.8 to 100 h, 0.55 from "
-        "30 to 100 h, fingerprinting included): measure at your size before you buy",
+        "30 to 100 h, fingerprinting included) and benchmarks/shards.py 110 → 667 ms of "
+        f"lookup at 103 → 1,002 h (exponent {LARGE_EXPONENT}), which is the default floor: "
+        "measure at your size before you buy",
         f"index held in RAM (memory-mapped) with {a.replicas} replicas per shard on different "
         f"nodes; {100 * a.index_mem_share:g} % of a node's {a.node_mem_gib:g} GiB for shards, "
         f"{a.worker_mem_gib:g} GiB per scanning core",
