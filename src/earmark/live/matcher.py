@@ -97,6 +97,8 @@ class StreamMatcher:
         self._audio = _Tail(round(keep_s * self.fp.sr)) if self.talk_over else None
         self._probed_at = -(10**12)  # stream sample of the last speech-mask probe
         self._talking = False  # what it found
+        self._comp: _Hop | None = None  # the last talk-over companions (stream frames)
+        self._comp_at = 0  # stream sample when they were computed
         self.prints = StreamPrints(self.fp)  # type: ignore[arg-type]
         self.window_frames = window_s * self.fp.frame_rate
         self.hop = max(1, round(hop_s * self.fp.sr))
@@ -166,14 +168,37 @@ class StreamMatcher:
                          n_peaks=sum(h.n_peaks for h in hs))
         found = self.ident.identify_prints(qp, cand)
         if found.status != "match" and self._audio is not None:
-            extra = self._talk_over_prints(start, end)
-            if extra is not None and len(extra.hashes):
-                more = self.ident.lookup(extra.hashes.key)
-                more.qidx = more.qidx + len(qp.hashes)
-                found = self.ident.identify_prints(QueryPrints.concat([qp, extra]),
-                                                   Candidates.concat([cand, more]))
+            comp = self._companions(start, end)
+            if comp is not None:
+                eh, es, ec = _window([comp], start)
+                if len(eh):
+                    ec.qidx = ec.qidx + len(qp.hashes)
+                    extra = QueryPrints(hashes=eh, speed=es, duration_s=qp.duration_s,
+                                        n_peaks=comp.n_peaks)
+                    found = self.ident.identify_prints(QueryPrints.concat([qp, extra]),
+                                                       Candidates.concat([cand, ec]))
         t0 = round(start / fr * 1000)
         return [_on_stream(m, t0) for m in found.matches]
+
+    def _companions(self, start: float, end: float) -> _Hop | None:
+        """The talk-over companions of a recent window with their candidates, in stream
+        frames: computed at most once per ``TALK_PROBE_S`` of audio, and cut to the current
+        window by the caller in between (a vote a second later reuses them, without the
+        newest second)."""
+        assert self._audio is not None
+        if self._comp is not None and self._audio.n - self._comp_at < TALK_PROBE_S * self.fp.sr:
+            return self._comp
+        self._comp = None
+        extra = self._talk_over_prints(start, end)
+        if extra is None or not len(extra.hashes):
+            return None
+        h = extra.hashes
+        order = np.argsort(h.t, kind="stable")  # _window cuts by time
+        hs = Hashes(h.key[order], h.t[order] + np.float32(start), h.f[order], h.span[order])
+        self._comp = _Hop(hs, extra.speed[order], self.ident.lookup(hs.key), end,
+                          extra.n_peaks)
+        self._comp_at = self._audio.n
+        return self._comp
 
     def _talk_over_prints(self, start: float, end: float) -> QueryPrints | None:
         """The window's talk-over companions (window coordinates), or None without talk."""
