@@ -8,7 +8,7 @@ service layer names them and adds their durations.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -112,8 +112,14 @@ class Identifier:
         extra = fp.talk_over(y)  # type: ignore[attr-defined]
         if extra is None:
             return res
-        more = self.lookup(extra.hashes.key)
-        more.qidx = more.qidx + len(qp.hashes)
+        return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key))
+
+    def identify_joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
+                        more: Candidates) -> Identification:
+        """:meth:`identify_prints` over two passes of one query joined: ``qp`` with its
+        candidates ``cand``, and ``extra`` (the talk-over companions) with ``more``, whose
+        ``qidx`` index ``extra``'s hashes. The same as one pass over both sets of hashes."""
+        more = replace(more, qidx=more.qidx + len(qp.hashes))
         return self.identify_prints(QueryPrints.concat([qp, extra]),
                                     Candidates.concat([cand, more]))
 

@@ -91,10 +91,11 @@ class StreamMatcher:
                  talk_over: bool = True) -> None:
         self.ident = identifier
         self.fp = identifier.fingerprinter
-        self.talk_over = talk_over and hasattr(self.fp, "talk_over") and bool(
+        searches = talk_over and hasattr(self.fp, "talk_over") and bool(
             getattr(self.fp, "speech_mask", False))
         keep_s = window_s + TALK_PROBE_S + 2.0
-        self._audio = _Tail(round(keep_s * self.fp.sr)) if self.talk_over else None
+        #: the stream's recent audio, held only when the talk-over search is on
+        self._audio = _Tail(round(keep_s * self.fp.sr)) if searches else None
         self._probed_at = -(10**12)  # stream sample of the last speech-mask probe
         self._talking = False  # what it found
         self._comp: _Hop | None = None  # the last talk-over companions (stream frames)
@@ -172,11 +173,9 @@ class StreamMatcher:
             if comp is not None:
                 eh, es, ec = _window([comp], start)
                 if len(eh):
-                    ec.qidx = ec.qidx + len(qp.hashes)
                     extra = QueryPrints(hashes=eh, speed=es, duration_s=qp.duration_s,
                                         n_peaks=comp.n_peaks)
-                    found = self.ident.identify_prints(QueryPrints.concat([qp, extra]),
-                                                       Candidates.concat([cand, ec]))
+                    found = self.ident.identify_joined(qp, cand, extra, ec)
         t0 = round(start / fr * 1000)
         return [_on_stream(m, t0) for m in found.matches]
 
@@ -202,9 +201,6 @@ class StreamMatcher:
 
     def _talk_over_prints(self, start: float, end: float) -> QueryPrints | None:
         """The window's talk-over companions (window coordinates), or None without talk."""
-        from earmark.identify import speech
-        from earmark.identify.spectrogram import log_spectrogram
-
         assert self._audio is not None
         fp = self.fp
         hop = fp.spec.hop  # type: ignore[attr-defined]
@@ -213,9 +209,8 @@ class StreamMatcher:
             probe = self._audio.last(n_probe)
             if probe.size < fp.sr:
                 return None
-            S = log_spectrogram(probe, fp.spec)  # type: ignore[attr-defined]
-            cells = speech.default_mask().speech_cells(S)
-            self._talking = speech.coverage(cells, S) >= fp.speech_gate  # type: ignore[attr-defined]
+            # the file query's own gate: the speech mask covers enough of the probe
+            self._talking = fp.speech_cells(probe) is not None  # type: ignore[attr-defined]
             self._probed_at = self._audio.n
         if not self._talking:
             return None
