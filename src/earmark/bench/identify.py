@@ -36,6 +36,7 @@ from earmark import __version__
 from earmark.audio.decode import decode
 from earmark.bench import report
 from earmark.bench.grid import CORE, EDITS, HARD, Edit, Query, cut_query
+from earmark.bench.report import SHIPPED
 from earmark.identify import calibrate
 from earmark.identify.identifier import Identifier, cover, runner_up
 from earmark.index.base import IndexItem
@@ -43,7 +44,6 @@ from earmark.index.segments import SegmentIndex
 from earmark.index.sharded import LocalShard, ShardedIndex, ShardLayout, ShardMember
 from earmark.service.catalog import Catalog, add_references, open_catalog, stats
 
-SHIPPED = "earmark, shipped model"  #: rows of the confidence model the package ships
 QUERY_SR = 16000  #: queries are cut and edited at this rate, then resampled like a decode
 
 

@@ -73,12 +73,15 @@ def summary(result: dict[str, Any], matcher: str = "earmark") -> dict[str, Any]:
     }
 
 
+#: the matcher name of the rows that use the confidence model the package ships
+SHIPPED = "earmark, shipped model"
+
+
 def _shipped_line(result: dict[str, Any]) -> list[str]:
     """The summary of the same queries under the confidence model the package ships."""
-    name = "earmark, shipped model"
-    if not any(r["matcher"] == name for r in result["rows"]):
+    if not any(r["matcher"] == SHIPPED for r in result["rows"]):
         return []
-    s = summary(result, name)
+    s = summary(result, SHIPPED)
     th = result.get("shipped_calibration", {}).get("threshold")
     return [f"- With the confidence model the package ships (threshold {th}): pooled core "
             f"top-1 **{s['pooled_core_5s']:.3f}** (95 % CI {s['pooled_core_5s_ci'][0]:.3f}–"
