@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import SR, Library, music
 from earmark.identify.fingerprinter import TripletFingerprinter
@@ -174,8 +176,10 @@ def test_state_stays_bounded_on_a_long_stream(catalog: Catalog) -> None:
     for minute in range(5):
         for i in range(0, piece.size, SR):
             m.push(piece[i:i + SR] * np.float32(0.5 + 0.05 * minute))
-        sizes.append((len(m.hops), max(len(r.buf) for r in m.prints.rungs), rss()))
+        sizes.append((len(m.hops), max(len(r.buf) for r in m.prints.rungs), rss(),
+                      m._c.cols["qidx"].size))
     assert max(s[0] for s in sizes) <= 12 and max(s[1] for s in sizes) < 400
+    assert sizes[-1][3] <= 2 * sizes[1][3]  # the window's candidate rows: bounded
     assert sizes[-1][2] - sizes[1][2] < 20e6  # no growth with stream length
 
 
@@ -227,3 +231,74 @@ def test_talk_over_the_music_is_found_through_the_speech_mask(catalog: Catalog,
     # the window's line through the reference: stream time 12 s is reference time 20 s
     assert abs(w.ref_at_zero + w.tempo_ratio * 12_000 - 20_000) < 150
     assert False not in found or found[False][0] >= after_s
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 900), st.booleans(), st.integers(0, 3)),
+                min_size=1, max_size=40))
+def test_window_rows_keep_what_a_list_keeps(ops: list[tuple[int, bool, int]]) -> None:
+    """The window's rows (appended per hop, dropped per hop, provisional rows overwritten
+    by the next append) hold exactly what a plain list would, across reallocations."""
+    from earmark.live.buffers import Rows
+
+    rows = Rows(x=np.int64)
+    model: list[int] = []  # (absolute number of model[0] is `first`)
+    first, temp, nxt = 0, [], 0
+    for n, is_temp, drop in ops:
+        vals = np.arange(nxt, nxt + n)
+        rows.append(is_temp, x=vals)
+        if is_temp:
+            temp = list(vals)
+        else:
+            model += list(vals)
+            temp = []
+            nxt += n
+        cut = min(len(model), drop * 100)
+        rows.drop_to(first + cut)
+        model, first = model[cut:], first + cut
+        assert rows.first == first and rows.end == first + len(model)
+        assert rows.rows()["x"].tolist() == model + temp
+
+
+def test_window_vote_equals_the_file_matcher_on_the_same_prints(catalog: Catalog,
+                                                              library: Library) -> None:
+    """A live vote reads its window in place: the oldest hops' hashes before the window's
+    start stay in the rows (at negative times) and the candidates carry vote parts computed
+    once in stream frames. The alignments are those of the file matcher on the window's
+    own hashes and candidates, cut and recomputed from scratch."""
+    from earmark.identify.fingerprinter import QueryPrints
+    from earmark.identify.hashes import Hashes
+    from earmark.identify.match import align
+    from earmark.index.base import Candidates
+
+    m = StreamMatcher(catalog.identifier, window_s=8.0, provisional=False)
+    y = stream_of(music(991, 7.0), library.signals["long"][5 * SR: 25 * SR])
+    checked = 0
+    for i in range(0, y.size, SR):
+        m.push(y[i:i + SR])
+        if i < 12 * SR:
+            continue
+        end = m.hops[-1].upto
+        start = end - m.window_frames
+        h, speed, cand, parts = m._view(start)
+        assert (h.t < 0).any()  # the oldest hop straddles the start: dead rows are kept
+        qp = QueryPrints(h, speed, (end - start) / m.fp.frame_rate, 1)
+        live = align(qp, cand, m.ident.params, m.fp.frame_rate, parts)
+        keep = np.flatnonzero(h.t >= 0)  # the window as a file query: cut, renumbered
+        new = np.full(len(h), -1)
+        new[keep] = np.arange(keep.size)
+        ck = new[cand.qidx] >= 0
+        cut = Candidates(new[cand.qidx[ck]], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
+                         cand.f[ck], cand.span[ck])
+        hk = Hashes(h.key[keep], h.t[keep], h.f[keep], h.span[keep])
+        ref = align(QueryPrints(hk, speed[keep], qp.duration_s, 1), cut, m.ident.params,
+                    m.fp.frame_rate)
+        assert ref, "the window holds catalog music"
+
+        def key(al: list) -> list:
+            return [(a.ref_key, a.score, round(a.offset, 2), round(a.scale, 4), a.ref_hits)
+                    for a in al]
+
+        assert key(live) == key(ref)
+        checked += 1
+    assert checked >= 10

@@ -14,7 +14,7 @@ import numpy as np
 
 from earmark.identify.calibrate import Calibration
 from earmark.identify.fingerprinter import Fingerprinter, QueryPrints, TripletFingerprinter
-from earmark.identify.match import Alignment, MatchParams, align
+from earmark.identify.match import Alignment, MatchParams, VoteParts, align
 from earmark.index.base import Candidates, IndexBackend
 
 MIN_QUERY_S = 1.0  #: shorter queries get ``no_match`` / ``too_short``
@@ -123,21 +123,23 @@ class Identifier:
         return self.identify_prints(QueryPrints.concat([qp, extra]),
                                     Candidates.concat([cand, more]))
 
-    def identify_prints(self, qp: QueryPrints, cand: Candidates) -> Identification:
+    def identify_prints(self, qp: QueryPrints, cand: Candidates,
+                        parts: VoteParts | None = None) -> Identification:
         """Align, calibrate and threshold a query's prints and their index candidates.
 
         The second half of :meth:`identify`, for callers that fingerprint and look up
-        themselves (the live monitor keeps both incrementally). Times are in ``qp``'s own
-        coordinates; ``qp.duration_s`` is the query length.
+        themselves (the live monitor keeps both incrementally, with the candidates' vote
+        ``parts``). Times are in ``qp``'s own coordinates; ``qp.duration_s`` is the query
+        length; hashes at negative times are not part of the query (see :func:`align`).
         """
         fp = self.fingerprinter
         dur_ms = round(qp.duration_s * 1000)
-        al = align(qp, cand, self.params, fp.frame_rate)
-        ref_hits = {k: int(np.count_nonzero(cand.ref_key == k)) for k in {a.ref_key for a in al}}
+        al = align(qp, cand, self.params, fp.frame_rate, parts)
+        ref_hits = {a.ref_key: a.ref_hits for a in al}
         matches = []
         for a in al:
             ru = runner_up(a, al)
-            conf = self.calibration.probability(a.score, ref_hits[a.ref_key], ru,
+            conf = self.calibration.probability(a.score, a.ref_hits, ru,
                                                 cover(a, qp.duration_s * fp.frame_rate))
             if conf >= self.calibration.threshold:
                 matches.append(self._to_match(a, conf, ru, dur_ms))

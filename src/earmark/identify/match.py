@@ -21,6 +21,7 @@ import numba
 import numpy as np
 
 from earmark.identify.fingerprinter import QueryPrints
+from earmark.identify.hashes import Hashes
 from earmark.index.base import Candidates
 
 
@@ -52,6 +53,49 @@ class Alignment:
     shift: float
     segments: list[tuple[float, float]] = field(default_factory=list)  #: query frames
     q_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    #: candidates of the reference in the query, in any cell (the null level of its score)
+    ref_hits: int = 0
+
+
+@dataclass(frozen=True)
+class VoteParts:
+    """What the vote needs of each candidate that does not depend on the query's length.
+
+    The vote cell's offset is taken at the query's centre, which moves as a live window
+    slides; the rest (shift and log-scale bins, the scale itself, the offset at time 0) is
+    fixed once the candidate is found, so a live matcher computes it once per candidate
+    (:func:`vote_parts`) instead of once per vote.
+
+    Attributes
+    ----------
+    hi : np.ndarray [shape=(n,), dtype=uint16]
+        ``(shift bin & 0xFF) << 8 | (log-scale bin & 0xFF)``.
+    scale : np.ndarray [shape=(n,), dtype=float64]
+        ``span_ref / span_query``; 0 outside ``[min_scale, max_scale]``.
+    o0 : np.ndarray [shape=(n,), dtype=float64]
+        ``t_ref − scale · t_query`` (frames), with ``t_query`` in the coordinates the parts
+        were computed in.
+    t0 : float
+        Where the query's frame 0 lies in those coordinates.
+    """
+
+    hi: np.ndarray
+    scale: np.ndarray
+    o0: np.ndarray
+    t0: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.hi.size)
+
+
+def vote_parts(hashes: Hashes, cand: Candidates, params: MatchParams = MatchParams(),
+               t0: float = 0.0) -> VoteParts:
+    """:class:`VoteParts` of ``cand`` (``qidx`` into ``hashes``, whose times put the
+    query's frame 0 at ``t0``)."""
+    hi, scale, o0 = _parts(cand.qidx, cand.t, cand.f, cand.span, hashes.t, hashes.f,
+                           hashes.span, params.min_scale, params.max_scale, params.shift_bin,
+                           params.log_scale_bin)
+    return VoteParts(hi, scale, o0, t0)
 
 
 def _fit(tq: np.ndarray, tr: np.ndarray, s0: float, tol: float) -> tuple[float, float, np.ndarray]:
@@ -97,15 +141,19 @@ def _densest(h: np.ndarray) -> int:  # pragma: no cover
 
 
 def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams(),
-          frame_rate: float = 62.5) -> list[Alignment]:
+          frame_rate: float = 62.5, parts: VoteParts | None = None) -> list[Alignment]:
     """Align candidates into per-reference matches, best first.
 
     Parameters
     ----------
     qp : QueryPrints
-        The query's hashes (query coordinates).
+        The query's hashes (query coordinates). Hashes before the query's start (negative
+        times: a live window's oldest ones, kept to spare a copy) and their candidates are
+        not part of it.
     cand : Candidates
         What the index returned for ``qp.hashes.key``.
+    parts : VoteParts, optional
+        ``cand``'s vote parts when the caller keeps them (see :class:`VoteParts`).
 
     Returns
     -------
@@ -118,9 +166,10 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
     tc = 0.5 * qp.duration_s * frame_rate
     # 1. coarse vote over (reference, shift, log scale, offset); the offset is taken at the
     #    query's centre so that an error in the per-candidate scale moves it little
-    top_cells, top_pair, top_group, perm, starts, refs = _vote(
-        cand.qidx, cand.ref_key, cand.t, cand.f, cand.span, h.t, h.f, h.span, tc,
-        params.min_scale, params.max_scale, params.shift_bin, params.log_scale_bin,
+    if parts is None:
+        parts = vote_parts(h, cand, params)
+    top_cells, top_pair, top_group, perm, starts, refs, hits = _vote(
+        cand.qidx, cand.ref_key, h.t, parts.hi, parts.scale, parts.o0, tc + parts.t0,
         params.offset_bin, params.min_inliers)
     if top_cells.size == 0:
         return []
@@ -174,7 +223,7 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
         results.append(Alignment(
             ref_key=rk, score=score, offset=a, scale=s, shift=shift_est,
             segments=_segments(qt, params.gap_s * frame_rate), q_times=qt.astype(np.float32),
-        ))
+            ref_hits=int(hits[top_group[ci]])))
     results.sort(key=lambda r: -r.score)
     return _dedupe(results)[: params.max_matches]
 
@@ -215,15 +264,38 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _vote(qidx, ref_key, t, f, span, ht, hf, hspan, tc, min_scale, max_scale, shift_bin,
-          log_scale_bin, offset_bin, min_inliers):  # pragma: no cover
+def _parts(qidx, t, f, span, ht, hf, hspan, min_scale, max_scale, shift_bin,
+           log_scale_bin):  # pragma: no cover
+    """The arrays of :class:`VoteParts` (see there)."""
+    n = qidx.size
+    hi = np.zeros(n, np.uint16)
+    scale_out = np.zeros(n, np.float64)
+    o0 = np.zeros(n, np.float64)
+    for i in range(n):
+        q = qidx[i]
+        scale = np.float64(span[i]) / hspan[q]
+        if not (scale >= min_scale and scale <= max_scale):
+            continue
+        sh = np.float64(hf[q] - f[i])
+        sb = np.int64(np.floor(sh / shift_bin + 0.5))
+        lb = np.int64(np.floor(np.log2(scale) / log_scale_bin + 0.5))
+        hi[i] = np.uint16(((sb & 0xFF) << 8) | (lb & 0xFF))
+        scale_out[i] = scale
+        o0[i] = np.float64(t[i]) - scale * np.float64(ht[q])
+    return hi, scale_out, o0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers):  # pragma: no cover
     """Count the candidates per vote cell; keep the cells whose pair score reaches ``min_inliers``.
 
     A cell is ``ref << 32 | shift bin << 24 | log-scale bin << 16 | offset bin`` (the low
-    fields masked to 8, 8 and 16 bits), computed as the vectorised form did; its pair score
-    adds the count of the cell ``+ 1`` (its offset neighbour). The candidates in the scale
-    range are grouped by reference (a counting sort), then counted per reference in a small
-    hash table that stays in cache (much cheaper than sorting every candidate).
+    fields masked to 8, 8 and 16 bits; the offset taken at the query's centre ``tc``, in the
+    coordinates of the parts' ``o0``); its pair score adds the count of the cell ``+ 1`` (its
+    offset neighbour). The candidates in the scale range are grouped by reference (a counting
+    sort), then counted per reference in a small hash table that stays in cache (much
+    cheaper than sorting every candidate). Candidates of hashes before the query's start
+    (``ht < 0``) are left out.
 
     Returns
     -------
@@ -235,25 +307,27 @@ def _vote(qidx, ref_key, t, f, span, ht, hf, hspan, tc, min_scale, max_scale, sh
         Group ``g`` is ``perm[starts[g]:starts[g + 1]]``.
     refs : np.ndarray [dtype=int64]
         The reference of each group.
+    hits : np.ndarray [dtype=int64]
+        Candidates of each group's reference in the query, in the scale range or not.
     """
     n = qidx.size
     low = np.empty(n, np.uint32)
-    rid = np.zeros(n, np.int64)  # −1: out of the scale range
+    rid = np.zeros(n, np.int64)  # −1: before the query's start
     for i in range(n):
-        q = qidx[i]
-        scale = np.float64(span[i]) / hspan[q]
-        if not (scale >= min_scale and scale <= max_scale):
+        if ht[qidx[i]] < 0:
             rid[i] = -1
             continue
-        sh = np.float64(hf[q] - f[i])
-        ls = np.log2(scale)
-        off_c = np.float64(t[i]) - scale * (np.float64(ht[q]) - tc)
-        sb = np.int64(np.floor(sh / shift_bin + 0.5))
-        lb = np.int64(np.floor(ls / log_scale_bin + 0.5))
-        ob = np.int64(np.floor(off_c / offset_bin)) + 1024
-        low[i] = np.uint32(((sb & 0xFF) << 24) | ((lb & 0xFF) << 16) | (ob & 0xFFFF))
+        if scale[i] > 0:
+            ob = np.int64(np.floor((o0[i] + scale[i] * tc) / offset_bin)) + 1024
+            low[i] = np.uint32((np.int64(hi[i]) << 16) | (ob & 0xFFFF))
     refs = _number_refs(ref_key, rid)
     n_ref = refs.size
+    hits = np.zeros(n_ref, np.int64)
+    for i in range(n):  # the reference's null level, then its candidates in the scale range
+        if rid[i] >= 0:
+            hits[rid[i]] += 1
+            if scale[i] <= 0:
+                rid[i] = -1
     # group by reference, keeping the candidate order inside a group
     starts = np.zeros(n_ref + 1, np.int64)
     for i in range(n):
@@ -316,7 +390,7 @@ def _vote(qidx, ref_key, t, f, span, ht, hf, hspan, tc, min_scale, max_scale, sh
             m += 1
         for u in range(k):
             cnt[used[u]] = 0
-    return cells[:m], pairs[:m], group[:m], perm, starts, refs
+    return cells[:m], pairs[:m], group[:m], perm, starts, refs, hits
 
 
 @numba.njit(cache=True, nogil=True)

@@ -2,7 +2,11 @@
 """Incremental matching of one stream: a sliding window of settled prints, voted every hop.
 
 Each hop (1 s by default) the hashes that :class:`StreamPrints` settled are looked up once
-and kept with their candidates; the window holds the last ``window_s`` seconds of them. The
+and kept with their candidates and the candidates' vote parts (:class:`VoteParts`: all of
+the vote cell but the offset at the window's centre); the window holds the last
+``window_s`` seconds of them, in rows that a vote reads in place (no copy of the window's
+~3·10^5 candidates per vote: the oldest hop's hashes before the window's start stay in the
+rows at negative window times and the vote leaves them out). The
 window is aligned and calibrated by the file matcher's own code
 (:meth:`Identifier.identify_prints`), so a live match means what a file match means. The
 work per second is constant (one second of prints, one lookup, one vote over a bounded
@@ -25,17 +29,31 @@ import numpy as np
 from earmark.identify.fingerprinter import QueryPrints
 from earmark.identify.hashes import Hashes
 from earmark.identify.identifier import MIN_QUERY_S, Identifier, RefMatch
+from earmark.identify.match import VoteParts, vote_parts
 from earmark.index.base import Candidates
+from earmark.live.buffers import Rows, Tail
 from earmark.live.prints import StreamPrints
 
 
 @dataclass
 class _Hop:
+    """Prints with their candidates (the talk-over companions of a window)."""
+
     hashes: Hashes  #: stream frames
     speed: np.ndarray
-    cand: Candidates  #: qidx into this hop's hashes
+    cand: Candidates  #: qidx into these hashes
+    upto: float  #: stream frame up to which prints are settled
+    n_peaks: int
+
+
+@dataclass
+class _Mark:
+    """Where one hop's settled prints end in the window's rows."""
+
     upto: float  #: stream frame up to which prints are settled after this hop
     n_peaks: int
+    h_end: int  #: absolute row after its last hash
+    c_end: int  #: absolute row after its last candidate
 
 
 @dataclass
@@ -95,7 +113,7 @@ class StreamMatcher:
             getattr(self.fp, "speech_mask", False))
         keep_s = window_s + TALK_PROBE_S + 2.0
         #: the stream's recent audio, held only when the talk-over search is on
-        self._audio = _Tail(round(keep_s * self.fp.sr)) if searches else None
+        self._audio = Tail(round(keep_s * self.fp.sr)) if searches else None
         self._probed_at = -(10**12)  # stream sample of the last speech-mask probe
         self._talking = False  # what it found
         self._comp: _Hop | None = None  # the last talk-over companions (stream frames)
@@ -109,7 +127,14 @@ class StreamMatcher:
         #: vote again after half a hop (set while a match waits for its confirmation)
         self.eager = False
         self.offset_ms = 0  #: stream time of this matcher's first sample (after a gap)
-        self.hops: deque[_Hop] = deque()
+        self.hops: deque[_Mark] = deque()
+        #: the window's hashes (stream frames) and their candidates with their vote parts:
+        #: rows are appended per hop and dropped per hop, so a vote reads views of them
+        self._h = Rows(key=np.uint32, t=np.float32, f=np.float32, span=np.float32,
+                        speed=np.float32)
+        self._c = Rows(qidx=np.int64, ref_key=np.int64, entry=np.int64, t=np.float32,
+                        f=np.float32, span=np.float32, hi=np.uint16, scale=np.float64,
+                        o0=np.float64)
         self._pending = 0  # samples since the last vote
         self.n_samples = 0
 
@@ -127,12 +152,14 @@ class StreamMatcher:
             self._audio.push(y)
         s = self.prints.push(y)
         if len(s.hashes) or not self.hops:
-            cand = self.ident.lookup(s.hashes.key) if len(s.hashes) else Candidates.concat([])
-            self.hops.append(_Hop(s.hashes, s.speed, cand, s.upto, s.n_peaks))
+            self._add(s.hashes, s.speed, temp=False)
+            self.hops.append(_Mark(s.upto, s.n_peaks, self._h.end, self._c.end))
         else:
             self.hops[-1].upto = s.upto
         while len(self.hops) > 1 and self.hops[0].upto < s.upto - self.window_frames:
-            self.hops.popleft()
+            gone = self.hops.popleft()
+            self._h.drop_to(gone.h_end)
+            self._c.drop_to(gone.c_end)
         if self._pending < (self.hop // 2 if self.eager else self.hop):
             return None
         self._pending = 0
@@ -144,18 +171,18 @@ class StreamMatcher:
             return []
         fr = self.fp.frame_rate
         end = self.hops[-1].upto
-        hs = [h for h in self.hops if len(h.hashes)]
+        self._h.temp = self._c.temp = 0
         if self.provisional:
             prov = self.prints.peek()
             end = prov.upto
             if len(prov.hashes):
-                hs.append(_Hop(prov.hashes, prov.speed, self.ident.lookup(prov.hashes.key),
-                               prov.upto, 0))
+                self._add(prov.hashes, prov.speed, temp=True)
         start = max(0.0, end - self.window_frames)
         self.now_ms = round(end / fr * 1000)
-        if not hs or (end - start) / fr < MIN_QUERY_S:
+        if not len(self._h) or (end - start) / fr < MIN_QUERY_S:
             return []
-        hashes, speed, cand = _window(hs, start)
+        hashes, speed, cand, view_parts = self._view(start)
+        parts: VoteParts | None = view_parts
         if self.max_refs and len(cand):
             counts = np.bincount(cand.ref_key)
             if np.count_nonzero(counts) > self.max_refs:
@@ -165,9 +192,10 @@ class StreamMatcher:
                 ck = keep_ref[cand.ref_key]
                 cand = Candidates(cand.qidx[ck], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
                                   cand.f[ck], cand.span[ck])
+                parts = None
         qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
-                         n_peaks=sum(h.n_peaks for h in hs))
-        found = self.ident.identify_prints(qp, cand)
+                         n_peaks=sum(h.n_peaks for h in self.hops))
+        found = self.ident.identify_prints(qp, cand, parts)
         if found.status != "match" and self._audio is not None:
             comp = self._companions(start, end)
             if comp is not None:
@@ -178,6 +206,28 @@ class StreamMatcher:
                     found = self.ident.identify_joined(qp, cand, extra, ec)
         t0 = round(start / fr * 1000)
         return [_on_stream(m, t0) for m in found.matches]
+
+    def _add(self, hashes: Hashes, speed: np.ndarray, *, temp: bool) -> None:
+        """Append prints (stream frames) with their candidates and vote parts; ``temp``
+        rows (the provisional prints) are overwritten by the next append."""
+        cand = self.ident.lookup(hashes.key) if len(hashes) else Candidates.concat([])
+        parts = vote_parts(hashes, cand, self.ident.params)
+        q0 = self._h.end
+        self._h.append(temp, key=hashes.key, t=hashes.t, f=hashes.f, span=hashes.span,
+                       speed=speed)
+        self._c.append(temp, qidx=cand.qidx + q0, ref_key=cand.ref_key, entry=cand.entry,
+                       t=cand.t, f=cand.f, span=cand.span, hi=parts.hi, scale=parts.scale,
+                       o0=parts.o0)
+
+    def _view(self, start: float) -> tuple[Hashes, np.ndarray, Candidates, VoteParts]:
+        """The window from stream frame ``start`` on: its hashes in window coordinates
+        (those of the oldest hops that fall before ``start`` are kept, at negative times,
+        and left out by the vote), and views of its candidates and their vote parts."""
+        h, c = self._h.rows(), self._c.rows()
+        hashes = Hashes(h["key"], h["t"] - np.float32(start), h["f"], h["span"])
+        cand = Candidates(c["qidx"] - self._h.first, c["ref_key"], c["entry"], c["t"],
+                          c["f"], c["span"])
+        return hashes, h["speed"], cand, VoteParts(c["hi"], c["scale"], c["o0"], start)
 
     def _companions(self, start: float, end: float) -> _Hop | None:
         """The talk-over companions of a recent window with their candidates, in stream
@@ -222,35 +272,6 @@ class StreamMatcher:
 
 
 TALK_PROBE_S = 2.0  #: seconds of the newest audio the speech-mask probe of a vote reads
-
-
-class _Tail:
-    """The last ``size`` samples of a stream, addressed by stream sample index."""
-
-    def __init__(self, size: int) -> None:
-        self.buf = np.zeros(2 * size, np.float32)
-        self.size = size
-        self.n = 0  #: samples pushed so far
-        self.fill = 0  #: valid samples at the start of ``buf``
-
-    def push(self, y: np.ndarray) -> None:
-        y = np.asarray(y, np.float32)
-        self.n += y.size
-        y = y[-self.size:]
-        if self.fill + y.size > self.buf.size:  # keep the last `size`, then append
-            keep = min(self.fill, self.size - y.size)
-            self.buf[:keep] = self.buf[self.fill - keep: self.fill]
-            self.fill = keep
-        self.buf[self.fill: self.fill + y.size] = y
-        self.fill += y.size
-
-    def last(self, k: int) -> np.ndarray:
-        return self.buf[max(0, self.fill - k): self.fill]
-
-    def span(self, a: int, b: int) -> np.ndarray:
-        """Samples ``a:b`` of the stream, as far as they are still held."""
-        first = self.n - self.fill
-        return self.buf[max(0, a - first): max(0, min(b - first, self.fill))]
 
 
 def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candidates]:
