@@ -248,6 +248,10 @@ class PeakStream:
         self.buf0 = 0
         self.f0 = 0  # first frame not yet emitted
         self.n_samples = 0
+        #: spectra of frames computed already: (log, linear, first frame)
+        self._cache: tuple[np.ndarray, np.ndarray, int] = (
+            np.zeros((0, spec.n_bins), np.float32),
+            np.zeros((0, spec.n_fft // 2 + 1), np.float32), 0)
 
     @property
     def settled_frames(self) -> int:
@@ -267,8 +271,7 @@ class PeakStream:
                 return out
             g0 = max(0, self.f0 - self.margin)
             g1 = min(n_avail, f1 + self.margin)
-            seg = self.buf[g0 * hop - self.buf0: (g1 - 1) * hop + spec.n_fft - self.buf0]
-            out.append(self._peaks(seg, g0, (self.f0, f1)))
+            out.append(self._peaks(g0, g1, (self.f0, f1)))
             self.f0 = f1
             drop = max(0, (self.f0 - self.margin) * hop - self.buf0)
             self.buf, self.buf0 = self.buf[drop:], self.buf0 + drop
@@ -296,12 +299,31 @@ class PeakStream:
         if f1 <= self.f0:
             return Peaks.empty()
         g0 = max(0, self.f0 - self.margin)
-        seg = self.buf[g0 * hop - self.buf0: (n_avail - 1) * hop + spec.n_fft - self.buf0]
-        return self._peaks(seg, g0, (self.f0, f1))
+        return self._peaks(g0, n_avail, (self.f0, f1))
 
-    def _peaks(self, seg: np.ndarray, g0: int, keep: tuple[int, int]) -> Peaks:
+    def _spectra(self, g0: int, g1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Log and linear spectra of frames ``g0:g1``. Consecutive chunks overlap by their
+        margins and a :meth:`peek` reads the frames the next chunk reads again, so frames
+        are computed once and kept while a later call may need them (from ``g0`` on: the
+        first frame asked for never goes back)."""
+        spec, hop = self.spec, self.spec.hop
+        S, lin, c0 = self._cache
+        c1 = c0 + len(S)
+        if not c0 <= g0 <= c1:  # nothing to reuse
+            S, lin, c0 = S[:0], lin[:0], g0
+            c1 = g0
+        if g1 > c1:
+            seg = self.buf[c1 * hop - self.buf0: (g1 - 1) * hop + spec.n_fft - self.buf0]
+            S2, lin2 = padded_log_spectrogram(seg, spec, linear=True)
+            S, lin = np.concatenate([S[g0 - c0:], S2]), np.concatenate([lin[g0 - c0:], lin2])
+        else:
+            S, lin = S[g0 - c0:], lin[g0 - c0:]
+        self._cache = (S, lin, g0)
+        return S[: g1 - g0], lin[: g1 - g0]
+
+    def _peaks(self, g0: int, g1: int, keep: tuple[int, int]) -> Peaks:
         spec = self.spec
-        S, lin = padded_log_spectrogram(seg, spec, linear=True)
+        S, lin = self._spectra(g0, g1)
         mask = None
         if self.masked is not None:
             cells = speech.default_mask().speech_cells(S)
