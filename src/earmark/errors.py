@@ -40,6 +40,12 @@ class EmptyInput(InputError):
     code = "empty_input"
 
 
+class BadMessage(InputError):
+    """A Kafka message that names no input (not UTF-8, empty, JSON without ``path``)."""
+
+    code = "bad_message"
+
+
 class SilentInput(InputError):
     code = "silent_input"
 
@@ -88,3 +94,16 @@ class ShardUnavailable(ClusterError):
     """No replica of an index shard answered within the retry time."""
 
     code = "shard_unavailable"
+
+
+class KafkaInputError(EarmarkError):
+    """Reading a Kafka topic as scan inputs failed (see :mod:`earmark.runners.kafka`)."""
+
+    code = "kafka_error"
+
+
+class KafkaMissing(KafkaInputError):
+    """A Kafka input was asked for and confluent-kafka is not installed
+    (``pip install 'earmark[kafka]'``)."""
+
+    code = "kafka_missing"

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``earmark scan PATH... [--db DIR] [--json] [--runner local|ray] [--manifest FILE]
-[--results FILE]``."""
+[--results FILE] [--kafka-topic TOPIC --kafka-bootstrap HOST:PORT [--kafka-group G]]``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from earmark.cli import (
 )
 from earmark.runners import RunnerName, open_runner
 from earmark.runners.inputs import ResultsFile, expand_inputs
+from earmark.runners.kafka import TopicRead, read_topic
 
 _STYLE = {"match": "green", "no_match": "yellow", "error": "red"}
 
@@ -65,10 +66,26 @@ def scan(
     max_retries: Annotated[int, typer.Option(
         "--max-retries", min=0, help="--runner ray: times a batch is sent again after "
                                      "its worker died.")] = 3,
+    kafka_topic: Annotated[str | None, typer.Option(
+        "--kafka-topic", metavar="TOPIC",
+        help="More inputs: this Kafka topic's messages, from its beginning (or "
+             "--kafka-group's offsets) to its end when the scan starts; each a path or URL, "
+             "or a JSON object with a 'path' field (docs/scaling.md).")] = None,
+    kafka_bootstrap: Annotated[str | None, typer.Option(
+        "--kafka-bootstrap", metavar="HOST:PORT[,...]", envvar="EARMARK_KAFKA_BOOTSTRAP",
+        show_envvar=False, help="--kafka-topic: brokers of the cluster. "
+                                "Default: $EARMARK_KAFKA_BOOTSTRAP.")] = None,
+    kafka_group: Annotated[str | None, typer.Option(
+        "--kafka-group", metavar="GROUP",
+        help="--kafka-topic: start at this consumer group's offsets, and commit them as "
+             "results are written (needs --json or --results); a re-run goes on from "
+             "there.")] = None,
 ) -> None:
     """Find the catalog references each input contains (matches best first).
 
-    Each input is echoed as given in the result's ``input``.
+    Each input is echoed as given in the result's ``input``. With --kafka-topic, each message
+    up to the topic's end when the scan starts is an input; one that names no path is an
+    error result whose ``input`` is ``kafka://TOPIC/PARTITION/OFFSET``.
     """
     out = sys.stdout
     # stdout is the results' alone: Ray prints its workers' failures on sys.stdout from a
@@ -76,21 +93,42 @@ def scan(
     with contextlib.redirect_stdout(sys.stderr):
         _scan(out, paths or [], db=db, as_json=as_json, max_seconds=max_seconds,
               address=address, runner=runner, manifest=manifest, results_file=results_file,
-              workers=workers, batch_size=batch_size, max_retries=max_retries)
+              workers=workers, batch_size=batch_size, max_retries=max_retries,
+              kafka=(kafka_topic, kafka_bootstrap, kafka_group))
 
 
 def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
           max_seconds: float | None, address: str | None, runner: str,
           manifest: Path | None, results_file: Path | None, workers: int | None,
-          batch_size: int, max_retries: int) -> None:
+          batch_size: int, max_retries: int,
+          kafka: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:
     if runner not in ("local", "ray"):
         die(f"unknown runner {runner!r}; use --runner local or --runner ray")
+    topic, bootstrap, group = kafka
+    if topic is None and group is not None:
+        die("--kafka-group needs --kafka-topic")
+    if topic is not None and not bootstrap:
+        die("--kafka-topic needs --kafka-bootstrap HOST:PORT (or $EARMARK_KAFKA_BOOTSTRAP)")
+    if group is not None and not as_json and results_file is None:
+        die("--kafka-group commits the offsets of messages whose results are written: "
+            "add --json or --results FILE")
+    feed: TopicRead | None = None
     settings = load_settings(max_seconds=max_seconds, ray_address=address)
     err = stderr()
     with user_errors():
         inputs = expand_inputs(paths, manifest)
+        if topic is not None:
+            assert bootstrap is not None
+            feed = read_topic(bootstrap=bootstrap, topic=topic, group=group)
+            for note in feed.notes:
+                err.print(f"kafka: {note}", markup=False)
+            inputs += feed.inputs
+            if not inputs:
+                feed.close()
+                err.print(f"nothing new on Kafka topic {topic}", markup=False)
+                return
         if not inputs:
-            die("nothing to scan: give files, folders or --manifest FILE")
+            die("nothing to scan: give files, folders, --manifest FILE or --kafka-topic")
         journal = ResultsFile(results_file) if results_file is not None else None
         todo = [(p, None) for p in inputs] if journal is None else journal.pending(inputs)[0]
         if journal is not None and len(todo) < len(inputs):
@@ -100,6 +138,8 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
                           max_seconds=settings.max_seconds, ray_address=settings.ray_address,
                           replicas=settings.index_replicas, workers=workers,
                           batch_size=batch_size, max_retries=max_retries)
+        if feed is not None:  # answers bad messages; closes the Kafka client with the runner
+            run = feed.runner(run, sync=journal.sync if journal is not None else None)
     results: list[tuple[int, dict[str, Any]]] = []
     try:
         with user_errors(), Progress(
@@ -119,6 +159,10 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
                     out.write(json.dumps(res, ensure_ascii=False) + "\n")
                     out.flush()
                 results.append((pos, {"status": res["status"]} if as_json else res))
+                if feed is not None:
+                    feed.answered(pos)  # its result is written (--kafka-group: commit)
+            if feed is not None:
+                feed.commit()
     finally:
         run.close()
         if journal is not None:

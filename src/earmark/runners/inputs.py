@@ -168,6 +168,12 @@ class ResultsFile:
                        + "\n")
         self._fh.flush()
 
+    def sync(self) -> None:
+        """Put the lines written so far on disk (``fsync``)."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
     def close(self) -> None:
         if self._fh is not None:
             os.fsync(self._fh.fileno())
