@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``earmark scan PATH... [--db DIR] [--json] [--runner local|ray] [--manifest FILE]
-[--results FILE]``."""
+[--results FILE] [--record]``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from earmark.cli import (
 )
 from earmark.runners import RunnerName, open_runner
 from earmark.runners.inputs import ResultsFile, expand_inputs
+from earmark.runners.record import Recorder, pending
+from earmark.store.db import open_db
 
 _STYLE = {"match": "green", "no_match": "yellow", "error": "red"}
 
@@ -65,6 +67,11 @@ def scan(
     max_retries: Annotated[int, typer.Option(
         "--max-retries", min=0, help="--runner ray: times a batch is sent again after "
                                      "its worker died.")] = 3,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Also record each input in the service database "
+        "($EARMARK_DATABASE_URL, else service.sqlite in --db) as an API upload would be: a "
+        "scan with evidence, a decision by the owners' policies, reviews; a re-run records "
+        "nothing twice (docs/scaling.md).")] = False,
 ) -> None:
     """Find the catalog references each input contains (matches best first).
 
@@ -76,13 +83,14 @@ def scan(
     with contextlib.redirect_stdout(sys.stderr):
         _scan(out, paths or [], db=db, as_json=as_json, max_seconds=max_seconds,
               address=address, runner=runner, manifest=manifest, results_file=results_file,
-              workers=workers, batch_size=batch_size, max_retries=max_retries)
+              workers=workers, batch_size=batch_size, max_retries=max_retries,
+              record=record)
 
 
 def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
           max_seconds: float | None, address: str | None, runner: str,
           manifest: Path | None, results_file: Path | None, workers: int | None,
-          batch_size: int, max_retries: int) -> None:
+          batch_size: int, max_retries: int, record: bool = False) -> None:
     if runner not in ("local", "ray"):
         die(f"unknown runner {runner!r}; use --runner local or --runner ray")
     settings = load_settings(max_seconds=max_seconds, ray_address=address)
@@ -92,14 +100,19 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
         if not inputs:
             die("nothing to scan: give files, folders or --manifest FILE")
         journal = ResultsFile(results_file) if results_file is not None else None
-        todo = [(p, None) for p in inputs] if journal is None else journal.pending(inputs)[0]
-        if journal is not None and len(todo) < len(inputs):
-            err.print(f"{len(inputs) - len(todo)} input(s) already answered in "
-                      f"{results_file}; skipped", markup=False)
+        database = (open_db(home=resolve_home(db), url=settings.database_url)
+                    if record else None)
+        todo, skipped = pending(inputs, journal=journal, db=database)
+        if skipped:
+            where = " and ".join([f"answered in {results_file}"] * (journal is not None)
+                                 + ["recorded in the service database"] * record)
+            err.print(f"{skipped} input(s) already {where}; skipped", markup=False)
         run = open_runner(cast(RunnerName, runner), home=resolve_home(db),
                           max_seconds=settings.max_seconds, ray_address=settings.ray_address,
                           replicas=settings.index_replicas, workers=workers,
-                          batch_size=batch_size, max_retries=max_retries)
+                          batch_size=batch_size, max_retries=max_retries,
+                          detector=settings.detector if record else None)
+    recorder = Recorder(database) if database is not None else None
     results: list[tuple[int, dict[str, Any]]] = []
     try:
         with user_errors(), Progress(
@@ -109,12 +122,18 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
             disable=not err.is_terminal or (as_json and out.isatty()),
         ) as bar:
             task = bar.add_task("scan", total=len(todo), last="")
-            for pos, res in run.scan([p for p, _ in todo]):
+            names = [p for p, _ in todo]
+            answers = (run.observe(names) if recorder is not None
+                       else ((i, r, None) for i, r in run.scan(names)))
+            for pos, res, observed in answers:
                 bar.update(task, advance=1, last=Path(res["input"]).name)
+                key = todo[pos][1]
                 if journal is not None:
-                    key = todo[pos][1]
                     assert key is not None
                     journal.append(res, key)
+                if recorder is not None:
+                    assert key is not None
+                    recorder.add(key, res, observed)
                 if as_json:
                     out.write(json.dumps(res, ensure_ascii=False) + "\n")
                     out.flush()
@@ -123,6 +142,12 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
         run.close()
         if journal is not None:
             journal.close()
+        if recorder is not None:
+            with user_errors():
+                recorder.close()
+            err.print(recorder.summary(), markup=False)
+        if database is not None:
+            database.close()
     done = [r for _, r in sorted(results, key=lambda x: x[0])]
     if not as_json:
         stdout(out).print(_table(done))
