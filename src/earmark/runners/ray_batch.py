@@ -26,11 +26,11 @@ adds what the service database needs, in two stages of actors:
 2. detection (:class:`DetectWorker`), a stage of its own whose actors ask for one GPU each
    (``num_gpus=1``) when the cluster has GPUs (``cluster_resources()["GPU"] >= 1``: one
    actor per GPU) and are CPU actors otherwise (a quarter of the CPU actors, as the residue
-   detector costs about a fifth of a scan).
+   detector costs about a fifth of a scan on a 30 s clip).
 
 Each stage decodes its input itself. Passing the decoded audio from one stage to the other
-through the object store would save a decode but cost more: an hour of audio is 700 MB of
-float32 at 48 kHz (the detector's rate), copied into shared memory, perhaps shipped to
+through the object store would save a decode but cost more: an hour of audio is 635 MB of
+float32 at 44.1 kHz (the detectors' rate), copied into shared memory, perhaps shipped to
 another node, held until the detector is done; compressed, the same hour is 30–100 MB read
 from disk again, and decoding it is a small part of a scan. The detector picks its device
 itself: a trained model runs on CUDA when onnxruntime offers it in the actor, else on the
