@@ -47,10 +47,12 @@ needs_postgres = pytest.mark.skipif(not PG_URL, reason="set EARMARK_TEST_POSTGRE
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    """A private Ray cluster on this machine (2 CPUs) for the whole session; yields ``ray``.
-    Skips when Ray is not installed (``pip install 'earmark[ray]'``)."""
+    """A private Ray cluster on this machine (2 CPUs and one logical GPU: Ray schedules
+    ``num_gpus=1`` actors on it, though no CUDA device is behind it) for the whole session;
+    yields ``ray``. Skips when Ray is not installed (``pip install 'earmark[ray]'``)."""
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'earmark[ray]'")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
+             log_to_driver=False)
     try:
         yield ray
     finally:

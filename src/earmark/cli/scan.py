@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """``earmark scan PATH... [--db DIR] [--json] [--runner local|ray] [--manifest FILE]
-[--results FILE] [--kafka-topic TOPIC --kafka-bootstrap HOST:PORT [--kafka-group G]]``."""
+[--results FILE] [--record] [--kafka-topic TOPIC --kafka-bootstrap HOST:PORT
+[--kafka-group G]]``."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from earmark.cli import (
 from earmark.runners import RunnerName, open_runner
 from earmark.runners.inputs import ResultsFile, expand_inputs
 from earmark.runners.kafka import TopicRead, read_topic
+from earmark.runners.record import Recorder, pending
+from earmark.store.db import open_db
 
 _STYLE = {"match": "green", "no_match": "yellow", "error": "red"}
 
@@ -80,6 +83,11 @@ def scan(
         help="--kafka-topic: start at this consumer group's offsets, and commit them as "
              "results are written (needs --json or --results); a re-run goes on from "
              "there.")] = None,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Also record each input in the service database "
+        "($EARMARK_DATABASE_URL, else service.sqlite in --db) as an API upload would be: a "
+        "scan with evidence, a decision by the owners' policies, reviews; a re-run records "
+        "nothing twice (docs/scaling.md).")] = False,
 ) -> None:
     """Find the catalog references each input contains (matches best first).
 
@@ -94,14 +102,15 @@ def scan(
         _scan(out, paths or [], db=db, as_json=as_json, max_seconds=max_seconds,
               address=address, runner=runner, manifest=manifest, results_file=results_file,
               workers=workers, batch_size=batch_size, max_retries=max_retries,
-              kafka=(kafka_topic, kafka_bootstrap, kafka_group))
+              kafka=(kafka_topic, kafka_bootstrap, kafka_group), record=record)
 
 
 def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
           max_seconds: float | None, address: str | None, runner: str,
           manifest: Path | None, results_file: Path | None, workers: int | None,
           batch_size: int, max_retries: int,
-          kafka: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:
+          kafka: tuple[str | None, str | None, str | None] = (None, None, None),
+          record: bool = False) -> None:
     if runner not in ("local", "ray"):
         die(f"unknown runner {runner!r}; use --runner local or --runner ray")
     topic, bootstrap, group = kafka
@@ -130,16 +139,21 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
         if not inputs:
             die("nothing to scan: give files, folders, --manifest FILE or --kafka-topic")
         journal = ResultsFile(results_file) if results_file is not None else None
-        todo = [(p, None) for p in inputs] if journal is None else journal.pending(inputs)[0]
-        if journal is not None and len(todo) < len(inputs):
-            err.print(f"{len(inputs) - len(todo)} input(s) already answered in "
-                      f"{results_file}; skipped", markup=False)
+        database = (open_db(home=resolve_home(db), url=settings.database_url)
+                    if record else None)
+        todo, skipped = pending(inputs, journal=journal, db=database)
+        if skipped:
+            where = " and ".join([f"answered in {results_file}"] * (journal is not None)
+                                 + ["recorded in the service database"] * record)
+            err.print(f"{skipped} input(s) already {where}; skipped", markup=False)
         run = open_runner(cast(RunnerName, runner), home=resolve_home(db),
                           max_seconds=settings.max_seconds, ray_address=settings.ray_address,
                           replicas=settings.index_replicas, workers=workers,
-                          batch_size=batch_size, max_retries=max_retries)
+                          batch_size=batch_size, max_retries=max_retries,
+                          detector=settings.detector if record else None)
         if feed is not None:  # answers bad messages; closes the Kafka client with the runner
             run = feed.runner(run, sync=journal.sync if journal is not None else None)
+    recorder = Recorder(database) if database is not None else None
     results: list[tuple[int, dict[str, Any]]] = []
     try:
         with user_errors(), Progress(
@@ -149,12 +163,18 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
             disable=not err.is_terminal or (as_json and out.isatty()),
         ) as bar:
             task = bar.add_task("scan", total=len(todo), last="")
-            for pos, res in run.scan([p for p, _ in todo]):
+            names = [p for p, _ in todo]
+            answers = (run.observe(names) if recorder is not None
+                       else ((i, r, None) for i, r in run.scan(names)))
+            for pos, res, observed in answers:
                 bar.update(task, advance=1, last=Path(res["input"]).name)
+                key = todo[pos][1]
                 if journal is not None:
-                    key = todo[pos][1]
                     assert key is not None
                     journal.append(res, key)
+                if recorder is not None:
+                    assert key is not None
+                    recorder.add(key, res, observed)
                 if as_json:
                     out.write(json.dumps(res, ensure_ascii=False) + "\n")
                     out.flush()
@@ -167,6 +187,12 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
         run.close()
         if journal is not None:
             journal.close()
+        if recorder is not None:
+            with user_errors():
+                recorder.close()
+            err.print(recorder.summary(), markup=False)
+        if database is not None:
+            database.close()
     done = [r for _, r in sorted(results, key=lambda x: x[0])]
     if not as_json:
         stdout(out).print(_table(done))

@@ -122,6 +122,9 @@ class TrainedDetector:
                                                  providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{self.folder}/model.onnx cannot be loaded: {exc}") from exc
+        #: what the model computes on: ``cuda`` when onnxruntime took the CUDA provider
+        self.device = ("cuda" if self._session.get_providers()[:1] == ["CUDAExecutionProvider"]
+                       else "cpu")
         self.name = self.card.name
         self.version = self.card.version
 

@@ -408,19 +408,33 @@ class _Answering:
         self.name = inner.name
 
     def scan(self, inputs: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        def inner(good: Sequence[str]) -> Iterator[tuple[int, dict[str, Any], Any]]:
+            return ((j, r, None) for j, r in self.inner.scan(good))
+
+        for i, res, _ in self._each(inputs, inner):
+            yield i, res
+
+    def observe(self, inputs: Sequence[str]) -> Iterator[tuple[int, dict[str, Any], Any]]:
+        """As :meth:`scan`, with the inner runner's observations (``--record``); a bad
+        message has none, so it is answered but not recorded: it names no upload."""
+        yield from self._each(inputs, self.inner.observe)
+
+    def _each(self, inputs: Sequence[str],
+              run: Callable[[Sequence[str]], Iterator[tuple[int, dict[str, Any], Any]]]
+              ) -> Iterator[tuple[int, dict[str, Any], Any]]:
         self.read.given(inputs)
         good: list[str] = []
         where: list[int] = []
         for i, s in enumerate(inputs):
             bad = self.read.bad.get(s)
             if bad is not None:
-                yield i, bad
+                yield i, bad, None
             else:
                 good.append(s)
                 where.append(i)
         if good:
-            for j, res in self.inner.scan(good):
-                yield where[j], res
+            for j, res, obs in run(good):
+                yield where[j], res, obs
 
     def close(self) -> None:
         try:

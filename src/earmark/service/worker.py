@@ -18,20 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from earmark import __version__
 from earmark.detect.base import Detector, get_detector
 from earmark.errors import CatalogError
-from earmark.evidence import InputInfo, Versions, build_evidence
-from earmark.moderation.policy import decide
+from earmark.evidence import InputInfo
 from earmark.service.catalog import Catalog
-from earmark.service.decisions import current_policies, record_decision
+from earmark.service.decisions import record_decision
 from earmark.service.detect import detect_file
+from earmark.service.judge import NO_CATALOG, catalog_facts, judge
 from earmark.service.scan import scan_file
 from earmark.store import queue
 from earmark.store.db import Database
-from earmark.store.models import Exclusion, Scan
+from earmark.store.models import Scan
 
 log = logging.getLogger("earmark.worker")
 
@@ -131,36 +128,15 @@ class Worker:
             external_id, territory = scan.external_id, scan.territory
             content_type = scan.content_type
         cat = self.catalog()
-        if cat is not None:
-            ident = scan_file(catalog=cat, path=blob, max_seconds=self.max_seconds)
-            fp = cat.fingerprinter
-            n_refs, _ = cat.store.totals()
-            fp_v: str | None = f"{fp.name}-{fp.version}"
-            index_v: str | None = f"segments:{n_refs} refs"
-        else:
-            ident = {"status": "error", "reason": "no_catalog: no catalog in EARMARK_HOME",
-                     "duration_ms": None, "matches": []}
-            fp_v, index_v = None, None
+        ident = (scan_file(catalog=cat, path=blob, max_seconds=self.max_seconds)
+                 if cat is not None else NO_CATALOG)
+        facts = catalog_facts(cat, ident)
         det = detect_file(blob, self.detector, max_seconds=self.max_seconds,
                           name=info.filename).model_dump(mode="json")
-        ids = [m["reference_id"] for m in ident.get("matches") or []]
-        owners: dict[str, str | None] = {}
-        if cat is not None:
-            for rid in ids:  # the matched references only, not the whole catalog
-                row = cat.store.get(rid)
-                owners[rid] = row.owner if row is not None else None
         with self.db.reader() as s:
-            excl: dict[str, list[tuple[int, int]]] = {}
-            if ids:
-                for e in s.scalars(select(Exclusion).where(Exclusion.reference_id.in_(ids))):
-                    excl.setdefault(e.reference_id, []).append((e.start_ms, e.end_ms))
-            policies = current_policies(s)
-        ev = build_evidence(
-            scan_id=sid, input=info, scan=ident, detect=det, owners=owners, exclusions=excl,
-            versions=Versions(earmark=__version__, fingerprinter=fp_v, index=index_v,
-                              detector=f"{self.detector.name}-{self.detector.version}"),
-            external_id=external_id, territory=territory, content_type=content_type)
-        decision = decide(ev, policies)
+            ev, decision = judge(s, scan_id=sid, info=info, result=ident, facts=facts,
+                                 detect=det, external_id=external_id, territory=territory,
+                                 content_type=content_type)
         return {"evidence": ev.model_dump(mode="json"), "error": None}, decision
 
     # -- the loop ---------------------------------------------------------------------------

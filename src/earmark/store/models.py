@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -46,9 +46,11 @@ class Scan(Base):
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     submitted_by: Mapped[str | None] = mapped_column(String(64), index=True)
     filename: Mapped[str] = mapped_column(String(255))  # display only, never a path
-    blob: Mapped[str] = mapped_column(String(255))  # path of the stored upload
+    #: path of the stored upload; of a batch scan (``earmark scan --record``), the input's
+    #: own path or URL, not copied
+    blob: Mapped[str] = mapped_column(String(4096))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
     content_type: Mapped[str] = mapped_column(String(32), default="upload")
     territory: Mapped[str | None] = mapped_column(String(2))
     status: Mapped[str] = mapped_column(String(8), default="queued")
