@@ -323,3 +323,34 @@ def test_ray_runner_gives_the_local_lines(ray_cluster: Any, broker: str, catalog
     key = lambda r: r["input"]  # noqa: E731
     assert sorted(on_ray, key=key) == sorted(_lines(out), key=key)
     assert committed(broker, topic, group, 3) == [3, 3, 3]
+
+
+@needs_ffmpeg
+def test_record_takes_the_uploads_and_leaves_the_bad_messages(
+        broker: str, catalog_home: Path, uploads: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--record with a topic: each message that names a file becomes a scan in the service
+    database (a path to no file: a failed scan); a bad message names no upload and is
+    answered on stdout only. A re-run records nothing twice."""
+    from earmark.service.scans import list_scans
+    from earmark.store.db import open_db
+
+    url = f"sqlite:///{tmp_path / 'service.sqlite'}"
+    monkeypatch.setenv("EARMARK_DATABASE_URL", url)
+    topic, where = new_topic(broker, uploads)
+    args = ("scan", "--db", catalog_home, "--json", "--record", "--kafka-topic", topic,
+            "--kafka-bootstrap", broker)
+    code, out, err = run(*args)
+    assert code == 0, err
+    check(_lines(out), where, uploads)
+    db = open_db(home=tmp_path, url=url)
+    try:
+        rows = list_scans(db, limit=50)
+        assert sorted(r.status for r in rows) == ["done"] * 4 + ["failed"]
+        assert not any(r.filename.startswith("kafka") for r in rows)
+        code, out, err = run(*args)  # no group: the topic is read again
+        assert code == 1, err  # only the bad messages are left, answered again: all errors
+        assert "5 input(s) already recorded" in err and "not recorded" not in err
+        assert len(_lines(out)) == 4 and len(list_scans(db, limit=50)) == 5
+    finally:
+        db.close()

@@ -172,8 +172,8 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
                 if journal is not None:
                     assert key is not None
                     journal.append(res, key)
-                if recorder is not None:
-                    assert key is not None
+                if recorder is not None and not (feed is not None and res["input"] in feed.bad):
+                    assert key is not None  # (a bad Kafka message names no upload to record)
                     recorder.add(key, res, observed)
                 if as_json:
                     out.write(json.dumps(res, ensure_ascii=False) + "\n")
