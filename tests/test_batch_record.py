@@ -265,3 +265,52 @@ def test_ray_detector_on_cpu_actors_records_through_the_recorder(
             assert pending(inputs, journal=None, db=db) == ([], 7)
         finally:
             db.close()
+
+
+@needs_ffmpeg
+def test_url_inputs_are_read_over_http_and_recorded(owned_home: Path, library: Library,
+                                                    db_url: str, tmp_path: Path) -> None:
+    """A manifest of object URLs (an object store's, a presigned link): FFmpeg streams each
+    over HTTP, and ``--record`` hashes the body it serves; a missing object is
+    ``file_missing`` (a failed scan), an unreachable server a clear error."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "bucket"
+    root.mkdir()
+    clip = write_audio(root / "up 1.mp3", excerpt(library.signals["ref0"], 4.0, 6.0))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        manifest = tmp_path / "objects.txt"
+        manifest.write_text(f"{base}/up%201.mp3?X-Signature=secret\n{base}/gone.mp3\n"
+                            "http://127.0.0.1:9/refused.mp3\n")
+        code, out, err = run("scan", "--db", owned_home, "--json", "--record",
+                             "--manifest", manifest)
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    by = {r["input"].rsplit("/", 1)[1]: r for r in _lines(out)}
+    up = by["up%201.mp3?X-Signature=secret"]
+    assert up["status"] == "match" and up["matches"][0]["reference_id"] == "ref0", up
+    assert by["gone.mp3"]["reason"].startswith("file_missing")
+    assert "HTTP 404" in by["gone.mp3"]["reason"]
+    assert by["refused.mp3"]["status"] == "error"
+    assert "reachable" in by["refused.mp3"]["reason"]
+    db = open_db(home=owned_home, url=db_url)
+    try:
+        rows = {s.blob: s for s in db_rows(db)}
+    finally:
+        db.close()
+    got = rows[f"{base}/up%201.mp3?X-Signature=secret"]
+    assert got.status == "done" and got.action == "block"
+    assert got.sha256 == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert rows[f"{base}/gone.mp3"].status == "failed"
+
+
+def db_rows(db: Database) -> list[Scan]:
+    with db.reader() as s:
+        return list(s.scalars(select(Scan)).all())

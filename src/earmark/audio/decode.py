@@ -44,6 +44,8 @@ class AudioInfo:
 
 
 def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    if isinstance(path, str) and path.startswith(URL_SCHEMES):
+        return _open_url(path)
     p = Path(path)
     if p.is_dir():
         raise UnsupportedFormat(f"{os.fspath(path)!r} is a folder, not an audio file")
@@ -61,6 +63,29 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
         ) from exc
     except av.error.FFmpegError as exc:
         raise CorruptInput(f"cannot open {p.name!r}: {exc}") from exc
+
+
+URL_SCHEMES = ("http://", "https://")  #: inputs read over the network by FFmpeg
+URL_TIMEOUT_S = 30.0  #: connect / read timeout of a URL input
+
+
+def _open_url(url: str) -> av.container.InputContainer:
+    """An ``http(s)://`` input (an object store's URL, a presigned link), read by FFmpeg as
+    a stream: nothing is downloaded to disk first."""
+    shown = url.split("?", 1)[0]  # a presigned URL's query string holds its credentials
+    try:
+        return av.open(url, mode="r", metadata_errors="ignore", timeout=URL_TIMEOUT_S)
+    except av.error.HTTPNotFoundError:
+        raise FileMissing(f"no such object: {shown!r} (HTTP 404)") from None
+    except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
+        raise InputError(f"cannot read {shown!r}: access refused ({exc.strerror}); check the "
+                         "URL's credentials or expiry") from None
+    except av.error.InvalidDataError as exc:
+        raise UnsupportedFormat(
+            f"FFmpeg does not recognise {shown!r} as audio or video ({exc.strerror})") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(f"cannot read {shown!r}: {exc}; check that the server is reachable "
+                         "from this node") from None
 
 
 def _audio_stream(container: av.container.InputContainer, name: str) -> av.audio.AudioStream:

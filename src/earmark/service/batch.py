@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import socket
+import urllib.request
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from earmark.audio.decode import DEFAULT_MAX_SECONDS
+from earmark.audio.decode import DEFAULT_MAX_SECONDS, URL_SCHEMES, URL_TIMEOUT_S
 from earmark.detect.base import Detector
 from earmark.evidence import InputInfo
 from earmark.service.catalog import Catalog
@@ -101,10 +102,14 @@ def retried(result: dict[str, Any]) -> bool:
 
 
 def digest(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """``(SHA-256 hex, size in bytes)`` of a file, read once in 1 MiB chunks."""
+    """``(SHA-256 hex, size in bytes)`` of a file, or of an ``http(s)://`` input's body,
+    read once in 1 MiB chunks (a URL is fetched again for this: decoding streamed it)."""
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb") as f:
+    src = os.fspath(path)
+    opened = (urllib.request.urlopen(src, timeout=URL_TIMEOUT_S)
+              if src.startswith(URL_SCHEMES) else open(src, "rb"))
+    with opened as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
             n += len(chunk)
@@ -121,7 +126,7 @@ def observe(catalog: Catalog, path: str, result: dict[str, Any]) -> Observed:
     except OSError as exc:
         if not refused(result):  # scanned, then gone or unreadable: try again later
             return Observed(error=f"internal_error: cannot read {path!r} to hash it: "
-                                  f"{exc.strerror}")
+                                  f"{exc.strerror or exc}")
         sha, size = "", 0  # a missing file: nothing to hash
     return Observed(sha256=sha, size_bytes=size, facts=catalog_facts(catalog, result))
 
