@@ -59,6 +59,24 @@ def test_stream_prints_equal_the_one_piece_query() -> None:
     assert all(np.all(np.diff(p.hashes.t) >= 0) for p in parts)  # sorted within a push
 
 
+def test_provisional_prints_come_from_the_rungs_asked_for() -> None:
+    """A peek on the rungs near speed 1 gives those rungs' provisional hashes, the same as a
+    peek on every rung gives for them; it consumes nothing."""
+    fp = TripletFingerprinter(speech_mask=False)
+    sp = StreamPrints(fp)
+    y = music(9, 6.0)
+    sp.push(y)
+    every, near = sp.peek(), sp.peek((0.75, 1.34))
+    assert np.allclose(np.unique(near.speed), [v for v in fp.ladder if 0.75 <= v <= 1.34])
+    keep = (every.speed >= 0.75) & (every.speed <= 1.34)
+    def pairs(h: object, k: object = slice(None)) -> list[tuple[int, float]]:
+        return sorted(zip(h.key[k].tolist(), h.t[k].tolist(), strict=True))  # type: ignore[attr-defined]
+
+    assert pairs(every.hashes, keep) == pairs(near.hashes)
+    assert len(near.hashes) < 0.7 * len(every.hashes)
+    assert len(sp.peek().hashes) == len(every.hashes)  # nothing consumed
+
+
 def test_stream_prints_add_masked_hashes_under_talk_over() -> None:
     from earmark.audio.effects import mix_over
     from earmark.audio.generators import synth_speech_like
@@ -139,6 +157,28 @@ def test_tracker_needs_new_evidence_to_start() -> None:
     (end,) = t.update([], 8100)
     assert end.kind == "ended" and end.match.stream_end_ms == 5000
     assert t.open == []  # the pending one expired too
+
+
+def test_a_repeat_of_a_started_match_does_not_start_again() -> None:
+    """Music that repeats its bars: the first windows see it on two lines (a repeat and the
+    true one). Once one line has started, confirming the other is the same playback: the
+    started match goes on, on the newer line, and nothing starts twice."""
+    t = MatchTracker(end_after_s=3, instant_confidence=None)
+    base = dict(ref_key=7, confidence=0.99, speed_ratio=1, pitch_semitones=0, tempo_ratio=1)
+    true = WindowMatch(stream_start_ms=1000, stream_end_ms=2000, ref_start_ms=3000,
+                       ref_end_ms=4000, **base)  # type: ignore[arg-type]
+    rep = WindowMatch(stream_start_ms=1020, stream_end_ms=2500, ref_start_ms=21_020,
+                      ref_end_ms=22_500, **base)  # type: ignore[arg-type]
+    assert t.update([true], 2000) == []
+    assert t.update([rep], 2500) == []
+    grown_rep = WindowMatch(**{**rep.__dict__, "stream_end_ms": 3500, "ref_end_ms": 23_500})
+    (ch,) = t.update([grown_rep], 3500)
+    assert ch.kind == "started"
+    grown_true = WindowMatch(**{**true.__dict__, "stream_end_ms": 4000, "ref_end_ms": 6000})
+    assert t.update([grown_true], 4000) == []  # the true line: the same match goes on
+    (only,) = [m for m in t.open if m.started]
+    assert only.ref_at_zero == grown_true.ref_at_zero and only.stream_end_ms == 4000
+    assert [c.kind for c in t.close(5000)] == ["ended"]
 
 
 def test_escalation_follows_the_policy_and_the_grace_periods() -> None:

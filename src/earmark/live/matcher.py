@@ -95,6 +95,11 @@ class StreamMatcher:
         Also vote with the hashes of the newest audio that are not final yet
         (:meth:`StreamPrints.peek`): a match is seen ~1.5 s sooner, at the price of one
         more peak picking and lookup of the stream's last second or two per vote.
+    provisional_speeds : (float, float)
+        The rungs of the speed ladder whose provisional hashes are voted: by default the
+        three around speed 1 (0.79, 1, 1.26), which serve speed changes of 0.8–1.25 — the
+        common edits, detected sooner; far speeds (0.5, 2) wait for the settled hashes, about
+        1.5 s later, and a vote costs ~10 % less CPU.
     talk_over : bool
         When a window holds no confident match, look for talk over the music as file
         identification does (:meth:`TripletFingerprinter.talk_over`): the speech mask on the
@@ -106,6 +111,7 @@ class StreamMatcher:
 
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
                  hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
+                 provisional_speeds: tuple[float, float] = (0.75, 1.34),
                  talk_over: bool = True) -> None:
         self.ident = identifier
         self.fp = identifier.fingerprinter
@@ -123,6 +129,7 @@ class StreamMatcher:
         self.hop = max(1, round(hop_s * self.fp.sr))
         self.max_refs = max_refs
         self.provisional = provisional
+        self.provisional_speeds = provisional_speeds
         self.now_ms = 0  #: stream time the last vote's window reached
         #: vote again after half a hop (set while a match waits for its confirmation)
         self.eager = False
@@ -173,7 +180,7 @@ class StreamMatcher:
         end = self.hops[-1].upto
         self._h.temp = self._c.temp = 0
         if self.provisional:
-            prov = self.prints.peek()
+            prov = self.prints.peek(self.provisional_speeds)
             end = prov.upto
             if len(prov.hashes):
                 self._add(prov.hashes, prov.speed, temp=True)
@@ -369,7 +376,10 @@ class MatchTracker:
                  min_growth_ms: int = 400, instant_confidence: float | None = 0.999,
                  instant_ms: int = 1500) -> None:
         self.instant_confidence, self.instant_ms = instant_confidence, instant_ms
-        self.jump_gap_ms = 1000  #: a new line of an open reference continues it within this
+        #: a new line of an open reference continues it when it starts within this of the
+        #: match (before its start: the first window locked on a repeat of the music and a
+        #: later one, seeing more, finds the true line from a few frames earlier)
+        self.jump_gap_ms = 1000
         self.end_after_ms = round(end_after_s * 1000)
         self.update_every_ms = round(update_every_s * 1000)
         self.tempo_tol, self.offset_tol_ms = tempo_tol, offset_tol_ms
@@ -392,11 +402,17 @@ class MatchTracker:
             if old is not None and w.stream_end_ms <= old.stream_end_ms + self.end_after_ms:
                 continue  # the tail of a match that has ended, still in the window
             m = next((a for a in self.open if self._same(a, w)), None)
-            if m is None:  # a jump within the same reference (a loop, a repeat, a DJ cut)
-                m = next((a for a in self.open if a.started and a.ref_key == w.ref_key
-                          and a.stream_start_ms <= w.stream_start_ms
-                          <= a.stream_end_ms + self.jump_gap_ms), None)
-                if m is not None:  # continues the open match, on its new line
+            if m is None or not m.started:
+                # a jump within the same reference (a loop, a repeat, a DJ cut): a started
+                # match of it that this window overlaps continues on the window's line, and
+                # a candidate on that line, not started yet, is the same playback
+                twin = next((a for a in self.open if a.started and a.ref_key == w.ref_key
+                             and a.stream_start_ms - self.jump_gap_ms <= w.stream_start_ms
+                             <= a.stream_end_ms + self.jump_gap_ms), None)
+                if twin is not None:
+                    if m is not None:
+                        self.open.remove(m)
+                    m = twin
                     m.ref_at_zero, m.tempo_ratio = w.ref_at_zero, w.tempo_ratio
             if m is None:
                 m = LiveMatch(

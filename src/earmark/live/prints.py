@@ -142,13 +142,15 @@ class StreamPrints:
                             float(upto) if np.isfinite(upto)
                             else self.n_samples / self.fp.spec.hop)
 
-    def peek(self) -> Settled:
+    def peek(self, speeds: tuple[float, float] = (0.0, np.inf)) -> Settled:
         """Hashes of the stream's newest second or two that are not final yet (they will
-        come out of :meth:`push` later, possibly slightly different). Nothing is consumed."""
-        parts = [r.peek() for r in self.rungs]
-        speeds = [np.full(len(h), r.v, np.float32) for r, h in zip(self.rungs, parts,
-                                                                    strict=True)]
-        return self._sorted(parts, speeds, 0, self.n_samples / self.fp.spec.hop)
+        come out of :meth:`push` later, possibly slightly different), from the rungs whose
+        speed lies in ``speeds`` (inclusive). Nothing is consumed."""
+        rungs = [r for r in self.rungs if speeds[0] <= r.v <= speeds[1]]
+        parts = [r.peek() for r in rungs]
+        speeds_of = [np.full(len(h), r.v, np.float32) for r, h in zip(rungs, parts,
+                                                                     strict=True)]
+        return self._sorted(parts, speeds_of, 0, self.n_samples / self.fp.spec.hop)
 
     @staticmethod
     def _sorted(parts: list[Hashes], speeds: list[np.ndarray], n_peaks: int,
