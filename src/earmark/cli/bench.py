@@ -174,6 +174,9 @@ def live(
     seed: int = typer.Option(0, help="Seed of the split and the streams."),
     no_talk_over: bool = typer.Option(False, "--no-talk-over",
                                       help="Measure the monitor without its talk-over search."),
+    detector: str = typer.Option("residue", "--detector", metavar="NAME|none",
+                                 help="AI detector of the concurrent streams (the monitor's "
+                                      "default); none: the catalog alone."),
 ) -> None:
     """Live monitoring: first detection per core edit, false starts, concurrent streams."""
     from earmark.bench.live import LiveBenchConfig, run
@@ -184,7 +187,8 @@ def live(
     n = tuple(int(x) for x in streams.split(",") if x.strip())
     run(LiveBenchConfig(corpus=corpus, out=out, per_edit=per_edit, fp_hours=fp_hours,
                         streams=n, concurrency_s=concurrency_s, catalog=catalog, seed=seed,
-                        talk_over=not no_talk_over),
+                        talk_over=not no_talk_over,
+                        detector=None if detector == "none" else detector),
         log=lambda m: err.print(m, markup=False, highlight=False))
     err.print(f"report: {out / 'report.md'}")
 
