@@ -68,6 +68,9 @@ class LiveBenchConfig:
     #: the AI detector of the concurrent streams (``earmark monitor``'s default; None: the
     #: catalog alone). The streams are decoded at its rate, as the monitor decodes them
     detector: str | None = "residue"
+    #: processes the concurrent streams are spread over (None: one per core, the monitor's
+    #: default; ``earmark monitor --jobs``)
+    stream_jobs: int | None = None
 
 
 @dataclass
@@ -227,7 +230,7 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
                             "-c:a", "libvorbis", "-q:a", "3", str(f)], check=True)
         files.append(f)
     lags: dict[str, list[float]] = {f"s{i}": [] for i in range(n)}
-    jobs = len(os.sched_getaffinity(0))
+    jobs = cfg.stream_jobs or len(os.sched_getaffinity(0))
     # the rate `earmark monitor` decodes at: its detector's, else the fingerprinter's
     sr = (get_detector(cfg.detector).sr if cfg.detector
           else cat.identifier.fingerprinter.sr)

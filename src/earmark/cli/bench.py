@@ -177,6 +177,9 @@ def live(
     detector: str = typer.Option("residue", "--detector", metavar="NAME|none",
                                  help="AI detector of the concurrent streams (the monitor's "
                                       "default); none: the catalog alone."),
+    stream_jobs: int | None = typer.Option(None, "--stream-jobs", min=1,
+                                           help="Processes of the concurrent streams "
+                                                "(monitor --jobs; default one per core)."),
 ) -> None:
     """Live monitoring: first detection per core edit, false starts, concurrent streams."""
     from earmark.bench.live import LiveBenchConfig, run
@@ -188,7 +191,8 @@ def live(
     run(LiveBenchConfig(corpus=corpus, out=out, per_edit=per_edit, fp_hours=fp_hours,
                         streams=n, concurrency_s=concurrency_s, catalog=catalog, seed=seed,
                         talk_over=not no_talk_over,
-                        detector=None if detector == "none" else detector),
+                        detector=None if detector == "none" else detector,
+                        stream_jobs=stream_jobs),
         log=lambda m: err.print(m, markup=False, highlight=False))
     err.print(f"report: {out / 'report.md'}")
 
