@@ -39,6 +39,7 @@ from earmark.live.pool import SourceSpec, watch_parallel
 from earmark.live.sources import Block
 from earmark.service.catalog import Catalog, add_references, open_catalog
 
+WARMUP_S = 10.0  #: seconds of a concurrent run whose lags the steady-state p95 leaves out
 SR = 16000  #: streams are built at this rate (the watcher resamples to the fingerprinter's)
 EDITS: tuple[Edit, ...] = (
     CLEAN,
@@ -230,6 +231,12 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
                             "-c:a", "libvorbis", "-q:a", "3", str(f)], check=True)
         files.append(f)
     lags: dict[str, list[float]] = {f"s{i}": [] for i in range(n)}
+    at: dict[str, list[float]] = {f"s{i}": [] for i in range(n)}  # wall s of each lag
+
+    def on_lag(sid: str, s: float) -> None:
+        lags[sid].append(s)
+        at[sid].append(time.monotonic() - wall0)
+
     jobs = cfg.stream_jobs or len(os.sched_getaffinity(0))
     # the rate `earmark monitor` decodes at: its detector's, else the fingerprinter's
     sr = (get_detector(cfg.detector).sr if cfg.detector
@@ -240,19 +247,26 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
     watch_parallel(specs, home=Path(cat.home), detector=cfg.detector, sink=lambda e: None,
                    jobs=jobs,
                    params=WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over),
-                   on_lag=lambda sid, s: lags[sid].append(s))
+                   on_lag=on_lag)
     wall = time.monotonic() - wall0
     cpu = _children_cpu() - cpu0
     per = [np.asarray(x) for x in lags.values() if x]
     p95 = [float(np.percentile(x, 95)) for x in per]
     last = [float(np.mean(x[-10:])) for x in per]
+    # the same after the first WARMUP_S of the run (processes starting, the catalog mapped,
+    # every stream's first window at once): what a monitor running for hours sees
+    steady = [np.asarray(lags[k])[np.asarray(at[k]) >= WARMUP_S] for k in lags if lags[k]]
+    p95_steady = [float(np.percentile(x, 95)) for x in steady if x.size]
     res = {"streams": n, "cores": os.cpu_count(), "processes": jobs, "wall_s": round(wall, 1),
            "detector": cfg.detector, "talk_over": cfg.talk_over, "sr": sr,
            "cpu_s": round(cpu, 1), "lag_p50_s": round(float(np.median(np.concatenate(per))), 3),
            "lag_p95_s_worst_stream": round(max(p95), 3),
            "lag_end_s_worst_stream": round(max(last), 3),
+           "lag_p95_after_warmup_s_worst_stream": round(max(p95_steady), 3)
+           if p95_steady else None,
            "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0)}
     log(f"concurrency {n} streams: p95 lag (worst stream) {res['lag_p95_s_worst_stream']} s, "
+        f"after {WARMUP_S:.0f} s {res['lag_p95_after_warmup_s_worst_stream']} s, "
         f"kept up: {res['kept_up']}")
     return res
 
@@ -307,12 +321,15 @@ def report(res: Result) -> str:
               "", "## Concurrent streams in real time", "",
               "As `earmark monitor` runs them: catalog and AI detector "
               "(`detector`; `none`: the catalog alone), decoded at the detector's rate.", "",
-              "| streams | cores | detector | p50 lag | p95 lag (worst stream) | lag at the end "
-              "(worst) | CPU s / wall s | kept up |", "|---|---|---|---|---|---|---|---|"]
+              "| streams | processes | detector | p50 lag | p95 lag (worst stream) | p95 after "
+              f"{WARMUP_S:.0f} s (worst) | lag at the end (worst) | CPU s / wall s | kept up |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in res.concurrency:
-        lines.append(f"| {c['streams']} | {c['cores']} | {c.get('detector') or 'none'} | "
+        lines.append(f"| {c['streams']} | {c['processes']} | {c.get('detector') or 'none'} | "
                      f"{c['lag_p50_s']} s | "
-                     f"{c['lag_p95_s_worst_stream']} s | {c['lag_end_s_worst_stream']} s | "
+                     f"{c['lag_p95_s_worst_stream']} s | "
+                     f"{c.get('lag_p95_after_warmup_s_worst_stream')} s | "
+                     f"{c['lag_end_s_worst_stream']} s | "
                      f"{c['cpu_s']} / {c['wall_s']} | {'yes' if c['kept_up'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
