@@ -223,6 +223,7 @@ def test_the_global_stop_rule_is_what_one_shard_does(tmp_path: Path) -> None:
         assert not (c1.qidx == 0).any() and not (c4.qidx == 0).any()
         assert sorted(zip(c1.ref_key, c1.t, c1.qidx, strict=True)) == sorted(
             zip(c4.ref_key, c4.t, c4.qidx, strict=True))
+        assert np.array_equal(sum(m.index.key_counts(q) for m in four.members), n4)  # type: ignore[attr-defined]
         # asked shard by shard, each keeps the key (24 entries < 40)
         naive = [m.index.lookup(q, max_bucket=40) for m in four.members]  # type: ignore[attr-defined]
         assert sum(int((c.qidx == 0).sum()) for c in naive) == 96

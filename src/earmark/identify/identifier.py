@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -71,12 +72,24 @@ class Identifier:
 
     def lookup(self, keys: np.ndarray) -> Candidates:
         """Fan the keys out to every shard and concatenate what they return."""
-        parts = []
-        for s in self.shards:
-            entries = s.entries if hasattr(s, "entries") else s.stats().entries
-            cap = max(self.min_stop, int(self.stop_per_million * entries / 1e6))
-            parts.append(s.lookup(keys, max_bucket=cap))
-        return Candidates.concat(parts)
+        return Candidates.concat([s.lookup(keys, max_bucket=self._cap(s)) for s in self.shards])
+
+    def _cap(self, shard: IndexBackend) -> int:
+        """The stop-word cap of a backend: entries per million, at least ``min_stop``."""
+        entries = shard.entries if hasattr(shard, "entries") else shard.stats().entries
+        return max(self.min_stop, int(self.stop_per_million * entries / 1e6))
+
+    def _voter(self) -> Any:
+        """The backend whose shards vote on their own references (a sharded index of
+        several shards: only alignments travel back, see ``ShardedIndex.align``), or None."""
+        if len(self.shards) == 1 and len(getattr(self.shards[0], "members", ())) > 1:
+            return self.shards[0]
+        return None
+
+    def _shards_vote(self, voter: Any, qp: QueryPrints) -> Identification:
+        al = voter.align(qp, max_bucket=self._cap(voter), params=self.params,
+                         frame_rate=self.fingerprinter.frame_rate)
+        return self._decide(qp, al)
 
     def identify(self, y: np.ndarray) -> Identification:
         """Identify a mono float32 query at ``fingerprinter.sr``.
@@ -102,6 +115,15 @@ class Identifier:
         qp = fp.query_plain(y) if staged else fp.query(y)  # type: ignore[attr-defined]
         if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
             return Identification("no_match", "too_little_signal", dur_ms)
+        voter = self._voter()
+        if voter is not None:  # the same answer, the vote spread over the shards
+            res = self._shards_vote(voter, qp)
+            if not staged or res.status == "match":
+                return res
+            extra = fp.talk_over(y)  # type: ignore[attr-defined]
+            if extra is None:
+                return res
+            return self._shards_vote(voter, QueryPrints.concat([qp, extra]))
         cand = self.lookup(qp.hashes.key)
         res = self.identify_prints(qp, cand)
         if not staged or res.status == "match":
@@ -132,9 +154,13 @@ class Identifier:
         ``parts``). Times are in ``qp``'s own coordinates; ``qp.duration_s`` is the query
         length; hashes at negative times are not part of the query (see :func:`align`).
         """
+        return self._decide(qp, align(qp, cand, self.params, self.fingerprinter.frame_rate,
+                                      parts))
+
+    def _decide(self, qp: QueryPrints, al: list[Alignment]) -> Identification:
+        """Calibrate and threshold a query's alignments."""
         fp = self.fingerprinter
         dur_ms = round(qp.duration_s * 1000)
-        al = align(qp, cand, self.params, fp.frame_rate, parts)
         ref_hits = {a.ref_key: a.ref_hits for a in al}
         matches = []
         for a in al:

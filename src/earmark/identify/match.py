@@ -15,6 +15,7 @@ chance collisions scatter. The matcher
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numba
@@ -140,9 +141,54 @@ def _densest(h: np.ndarray) -> int:  # pragma: no cover
     return best
 
 
+#: a vote cell's rank among the cells examined: ``(-pair score, cell)``, best first
+Rank = tuple[int, int]
+
+
+@dataclass
+class RankedAlignments:
+    """What :func:`align_ranked` found: the ranks of the cells it examined and the
+    alignments they gave, each with its cell's rank (what :func:`merge_ranked` needs to
+    merge the votes of several shards into the answer of one)."""
+
+    examined: list[Rank]
+    found: list[tuple[Rank, Alignment]]
+
+
 def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams(),
           frame_rate: float = 62.5, parts: VoteParts | None = None) -> list[Alignment]:
     """Align candidates into per-reference matches, best first.
+
+    :func:`align_ranked` then :func:`merge_ranked` of that one part; see there for the
+    parameters.
+    """
+    return merge_ranked([align_ranked(qp, cand, params, frame_rate, parts)], params)
+
+
+def merge_ranked(parts: Sequence[RankedAlignments], params: MatchParams = MatchParams()
+                 ) -> list[Alignment]:
+    """The alignments of one query from the votes of several index shards, best first.
+
+    A vote cell belongs to one reference, and a shard holds all of a reference's
+    candidates, so each shard votes on its own references. The query's answer examines the
+    ``max_cells`` best cells of all shards: each of them is among the best ``max_cells`` of
+    its own shard, and a shard examines its cells of one reference in rank order, so the
+    alignments of those cells are the ones one shard holding everything finds (the others a
+    shard examined are dropped). Then, as one shard does: by score, overlaps of one
+    reference removed, at most ``max_matches``.
+    """
+    top = set(sorted(r for p in parts for r in p.examined)[: params.max_cells])
+    kept = sorted(((r, a) for p in parts for r, a in p.found if r in top),
+                  key=lambda x: x[0])
+    results = [a for _, a in kept]
+    results.sort(key=lambda r: -r.score)
+    return _dedupe(results)[: params.max_matches]
+
+
+def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams(),
+                 frame_rate: float = 62.5, parts: VoteParts | None = None
+                 ) -> RankedAlignments:
+    """Vote and align, keeping each alignment's cell rank (see :func:`merge_ranked`).
 
     Parameters
     ----------
@@ -161,7 +207,7 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
         Non-overlapping in (reference, offset); may be empty.
     """
     if len(cand) == 0:
-        return []
+        return RankedAlignments([], [])
     h = qp.hashes
     tc = 0.5 * qp.duration_s * frame_rate
     # 1. coarse vote over (reference, shift, log scale, offset); the offset is taken at the
@@ -172,7 +218,7 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
         cand.qidx, cand.ref_key, h.t, parts.hi, parts.scale, parts.o0, tc + parts.t0,
         params.offset_bin, params.min_inliers)
     if top_cells.size == 0:
-        return []
+        return RankedAlignments([], [])
     # the strongest cells, ranked as a stable argsort of the pair scores in cell order
     srt = np.argsort(top_cells, kind="stable")
     chosen = srt[np.argsort(-top_pair[srt], kind="stable")[: params.max_cells]]
@@ -195,9 +241,10 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
     lb = np.floor(ls / params.log_scale_bin + 0.5).astype(np.int64)
     ob = np.floor(off_c / params.offset_bin).astype(np.int64) + 1024
     low = ((sb & 0xFF) << 24) | ((lb & 0xFF) << 16) | (ob & 0xFFFF)
-    results: list[Alignment] = []
+    examined: list[Rank] = [(-int(top_pair[ci]), int(top_cells[ci])) for ci in chosen]
+    results: list[tuple[Rank, Alignment]] = []
     taken = np.zeros(tq.size, bool)
-    for ci in chosen:
+    for rank, ci in zip(examined, chosen, strict=True):
         c = int(top_cells[ci])
         rk = int(refs[top_group[ci]])
         sc = _signed8((c >> 24) & 0xFF)
@@ -220,12 +267,11 @@ def align(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams()
         # the same reference at another offset is a different match (a repeat in a medley)
         shift_est = float(np.median(shift[good]))
         qt = np.sort(tq[good])
-        results.append(Alignment(
+        results.append((rank, Alignment(
             ref_key=rk, score=score, offset=a, scale=s, shift=shift_est,
             segments=_segments(qt, params.gap_s * frame_rate), q_times=qt.astype(np.float32),
-            ref_hits=int(hits[top_group[ci]])))
-    results.sort(key=lambda r: -r.score)
-    return _dedupe(results)[: params.max_matches]
+            ref_hits=int(hits[top_group[ci]]))))
+    return RankedAlignments(examined, results)
 
 
 def _signed8(v: int) -> int:

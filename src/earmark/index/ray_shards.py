@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,9 +39,18 @@ from typing import Any
 import numpy as np
 
 from earmark.errors import RayMissing, ShardUnavailable
+from earmark.identify.fingerprinter import QueryPrints
+from earmark.identify.match import MatchParams, RankedAlignments
 from earmark.index.base import Candidates, IndexItem, IndexStats
 from earmark.index.segments import SegmentIndex
-from earmark.index.sharded import Pending, ShardedIndex, ShardLayout
+from earmark.index.sharded import (
+    Pending,
+    PendingCounts,
+    PendingVote,
+    ShardedIndex,
+    ShardLayout,
+    vote_on,
+)
 
 ADDRESS_ENV = "EARMARK_RAY_ADDRESS"
 MAX_RESTARTS = 8  #: restarts of one replica actor before Ray gives it up
@@ -99,6 +108,13 @@ class ShardServer:
     def lookup_counts(self, keys: np.ndarray, max_bucket: int | None
                       ) -> tuple[Candidates, np.ndarray]:
         return self.index.lookup_counts(keys, max_bucket=max_bucket)
+
+    def key_counts(self, keys: np.ndarray) -> np.ndarray:
+        return self.index.key_counts(keys)
+
+    def vote(self, qp: QueryPrints, stop: np.ndarray | None, max_bucket: int | None,
+             params: MatchParams, frame_rate: float) -> RankedAlignments:
+        return vote_on(self.index, qp, stop, max_bucket, params, frame_rate)
 
     def add(self, items: Sequence[IndexItem]) -> int:
         self._check_owner()
@@ -203,14 +219,25 @@ class RayShard:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def submit_lookup(self, keys: np.ndarray, max_bucket: int | None) -> Pending:
-        i = next(self._turn) % len(self.actors)
-        ref = self.actors[i].lookup_counts.remote(keys, max_bucket)
+        return self._submit("lookup_counts", keys, max_bucket)
 
-        def wait() -> tuple[Candidates, np.ndarray]:
+    def submit_counts(self, keys: np.ndarray) -> PendingCounts:
+        return self._submit("key_counts", keys)
+
+    def submit_vote(self, qp: QueryPrints, stop: np.ndarray | None, max_bucket: int | None,
+                    params: MatchParams, frame_rate: float) -> PendingVote:
+        return self._submit("vote", qp, stop, max_bucket, params, frame_rate)
+
+    def _submit(self, method: str, *args: Any) -> Callable[[], Any]:
+        """Call a read on the next replica; waiting retries it on the others if it died."""
+        i = next(self._turn) % len(self.actors)
+        ref = getattr(self.actors[i], method).remote(*args)
+
+        def wait() -> Any:
             try:
                 return self.ray.get(ref)
             except self.ray.exceptions.RayActorError:
-                return self._retry(i + 1, "lookup_counts", keys, max_bucket)
+                return self._retry(i + 1, method, *args)
 
         return wait
 

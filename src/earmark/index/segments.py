@@ -390,6 +390,19 @@ class SegmentIndex:
                                ("qidx", "ref_key", "entry", "t", "f", "span")))
         return out, per_key
 
+    def key_counts(self, keys: np.ndarray) -> np.ndarray:
+        """How many entries the shard holds for each key (``int64``): the first half of a
+        sharded query's two steps (the stop words are decided on the sum over shards)."""
+        keys = np.ascontiguousarray(keys, np.uint32)
+        per_key = np.zeros(keys.size, np.int64)
+        for s in self._segments.values():
+            if len(s.keys) and len(s.bases):
+                s.tables()
+                assert s.directory is not None
+                per_key += _bucket_spans(keys, np.asarray(s.keys), s.directory,
+                                         s.key_shift)[1]
+        return per_key
+
     def ref_keys(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT ref_key FROM refs")}
 
