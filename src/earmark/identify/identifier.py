@@ -115,26 +115,29 @@ class Identifier:
         qp = fp.query_plain(y) if staged else fp.query(y)  # type: ignore[attr-defined]
         if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
             return Identification("no_match", "too_little_signal", dur_ms)
+        # the plain hashes first; with no confident match, talk over the music? The
+        # companions are joined to the plain hashes (the same result as one pass over both,
+        # without paying for the mask on music that matched already)
         voter = self._voter()
         if voter is not None:  # the same answer, the vote spread over the shards
-            res = self._shards_vote(voter, qp)
-            if not staged or res.status == "match":
-                return res
-            extra = fp.talk_over(y)  # type: ignore[attr-defined]
-            if extra is None:
-                return res
-            return self._shards_vote(voter, QueryPrints.concat([qp, extra]))
-        cand = self.lookup(qp.hashes.key)
-        res = self.identify_prints(qp, cand)
+            def plain() -> Identification:
+                return self._shards_vote(voter, qp)
+
+            def joined(extra: QueryPrints) -> Identification:
+                return self._shards_vote(voter, QueryPrints.concat([qp, extra]))
+        else:  # the plain candidates are looked up once, the companions' alone
+            cand = self.lookup(qp.hashes.key)
+
+            def plain() -> Identification:
+                return self.identify_prints(qp, cand)
+
+            def joined(extra: QueryPrints) -> Identification:
+                return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key))
+        res = plain()
         if not staged or res.status == "match":
             return res
-        # no confident match on the plain hashes: talk over the music? The companions'
-        # candidates are looked up alone and joined to the plain ones (same result as one
-        # pass over both, without paying for the mask on music that matched already)
         extra = fp.talk_over(y)  # type: ignore[attr-defined]
-        if extra is None:
-            return res
-        return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key))
+        return res if extra is None else joined(extra)
 
     def identify_joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
                         more: Candidates) -> Identification:
