@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soxr
@@ -119,3 +121,70 @@ def test_training_targets_are_the_ideal_binary_mask() -> None:
     _, soft, _ = mixture(music, talk, 15.0, rng)  # speech 15 dB softer
     share = [t[0].sum() / t[1].sum() for t in (loud, soft)]
     assert share[0] > 0.5 and share[0] > 1.5 * share[1], share
+
+
+@pytest.mark.parametrize("frames", [3, 100, 313])
+def test_shipped_model_gives_one_probability_per_cell(frames: int) -> None:
+    """Odd and short frame counts too: the model pools by 2 and upsamples back."""
+    rng = np.random.default_rng(frames)
+    S = (rng.standard_normal((frames, SPEC.n_bins)) * 10 - 40).astype(np.float32)
+    p = speech.default_mask().probability(S)
+    assert p.shape == S.shape and np.isfinite(p).all() and 0 <= p.min() <= p.max() <= 1
+
+
+@given(st.integers(-80, 80))
+@settings(max_examples=25, deadline=None)
+def test_harmonic_stack_shift_moves_bins(s: int) -> None:
+    torch = pytest.importorskip("torch")
+    from earmark.identify.speech_nets import _shift
+
+    x = torch.arange(2 * 5 * SPEC.n_bins, dtype=torch.float32).reshape(1, 2, 5, SPEC.n_bins)
+    out = _shift(x, s)
+    assert out.shape == x.shape
+    for b in (0, 17, 90, SPEC.n_bins - 1):
+        want = x[..., b + s] if 0 <= b + s < SPEC.n_bins else torch.zeros_like(x[..., 0])
+        assert torch.equal(out[..., b], want)
+
+
+@pytest.mark.filterwarnings("ignore:Constant folding")
+def test_trained_from_a_material_file_exports_what_onnx_runtime_runs(tmp_path: Path) -> None:
+    """Material written, read back; a tiny harmonic model trained from it alone (no corpus)
+    and exported: ONNX Runtime gives torch's logits on a frame count the export never saw."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from earmark.identify.speech_nets import build
+    from earmark.identify.speech_train import (
+        MaskTrainConfig,
+        export_onnx,
+        load_material,
+        mixture,
+        train,
+    )
+
+    rng = np.random.default_rng(2)
+    music = [synth_music(sr=SR, duration=8.0, rng=rng) for _ in range(3)]
+    talk = [synth_speech_like(sr=SR, duration=4.0, rng=rng) for _ in range(2)]
+    path = tmp_path / "material.npz"
+    np.savez_compressed(path, **{f"m{i}": np.round(m * 32767).astype(np.int16)
+                                 for i, m in enumerate(music)},
+                        **{f"s{i}": np.round(t * 32767).astype(np.int16)
+                           for i, t in enumerate(talk)})
+    cfg = MaskTrainConfig(corpus=None, out=tmp_path / "m.onnx", material=path, examples=12,
+                          epochs=1, arch="harmonic", channels=4, workers=2, device="cpu")
+    got_music, got_talk = load_material(cfg, rng)
+    assert len(got_music) == 3 and len(got_talk) == 2
+    assert np.abs(got_music[0] - music[0]).max() < 1e-4
+    card = train(cfg, log=lambda s: None)
+    assert card["weights"] > 0 and "evaluation" not in card and cfg.out.exists()
+    mask = speech.SpeechMask(cfg.out)
+    torch.manual_seed(0)
+    net = build("harmonic", 4).eval()
+    export_onnx(net, tmp_path / "n.onnx")
+    n = 5 * SR + 572
+    x, _, S = mixture(music[0][:n], np.resize(talk[0], n), 0.0, rng)
+    assert S.shape[0] % 2 == 1 and S.shape[0] != 100  # odd, and not the export's dummy
+    with torch.no_grad():
+        want = torch.sigmoid(net(torch.as_tensor(x)[None]))[0, 0].numpy()
+    got = speech.SpeechMask(tmp_path / "n.onnx").probability(S)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert mask.probability(S).shape == S.shape

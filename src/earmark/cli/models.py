@@ -54,25 +54,54 @@ def train(
 
 @app.command("train-speech-mask")
 def train_speech_mask(
-    corpus: Annotated[Path, typer.Option(help="Corpus folder with manifest.csv (music of its "
-                                         "non-catalog side is used).")],
+    corpus: Annotated[Path | None, typer.Option(help="Corpus folder with manifest.csv (music "
+                                                "of its non-catalog side is used).")] = None,
     out: Annotated[Path, typer.Option(metavar="ONNX", help="Model file to write.")
                    ] = Path("speech_mask.onnx"),
     examples: Annotated[int, typer.Option(min=10, help="Mixtures of 3 s.")] = 3000,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     seed: Annotated[int, typer.Option(help="Split seed of `earmark bench identify`.")] = 0,
+    arch: Annotated[str, typer.Option(help="dilated (small, CPU-trainable) or harmonic (the "
+                                      "shipped one; train it on a GPU).")] = "dilated",
+    channels: Annotated[int, typer.Option(min=1)] = 10,
+    speech_clips: Annotated[int, typer.Option(min=1, help="espeak-ng utterances.")] = 60,
+    flite_clips: Annotated[int, typer.Option(min=0, help="flite utterances (awb, rms, kal16; "
+                                             "slt and kal stay held out).")] = 0,
+    material: Annotated[Path | None, typer.Option(help="Train from this material file "
+                                                  "instead of the corpus and synthesisers.")
+                        ] = None,
+    material_out: Annotated[Path | None, typer.Option(
+        help="Only write the training material (music and speech, 16-bit) to this .npz, to "
+             "train where FFmpeg and the synthesisers are not (a GPU machine).")] = None,
+    seconds_per_track: Annotated[float, typer.Option(min=5.0, help="With --material-out.")
+                                 ] = 60.0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int, typer.Option(min=1, help="Processes making the examples.")] = 1,
 ) -> None:
     """Train the speech mask that query fingerprinting uses under talk-over (train extra).
 
-    The shipped model (earmark/identify/speech_mask.onnx) was made by this command with its
-    defaults on the full dev corpus; see docs/fingerprint.md.
+    The shipped model (earmark/identify/speech_mask.onnx, ``harmonic``, 16 channels) was
+    made from a material file of the full dev corpus on a GPU (scripts/
+    train_speech_mask_gpu.py; its card, speech_mask.json, records how); see
+    docs/fingerprint.md. The defaults train the first, small model on a CPU (~18 min).
     """
-    from earmark.identify.speech_train import MaskTrainConfig
+    from earmark.identify.speech_train import MaskTrainConfig, save_material
     from earmark.identify.speech_train import train as run_train
 
     with user_errors():
-        card = run_train(MaskTrainConfig(corpus=corpus, out=out, examples=examples,
-                                         epochs=epochs, seed=seed), log=stderr().print)
+        cfg = MaskTrainConfig(corpus=corpus, out=out, examples=examples, epochs=epochs,
+                              seed=seed, arch=arch, channels=channels,
+                              speech_clips=speech_clips, flite_clips=flite_clips,
+                              material=material, device=device, workers=workers)
+        if corpus is None and material is None:
+            die("give --corpus (or --material to train from a material file)")
+        if material_out is not None:
+            if corpus is None:
+                die("--material-out needs --corpus")
+            size = save_material(cfg, material_out, seconds_per_track)
+            stdout().print(json.dumps({"material": str(material_out), "bytes": size}))
+            return
+        card = run_train(cfg, log=stderr().print)
         stdout().print(json.dumps(card, indent=2))
 
 

@@ -31,15 +31,22 @@ from typing import Any
 
 import numpy as np
 
-from earmark.audio import effects
-from earmark.audio.decode import decode
-from earmark.audio.generators import synth_speech_like
+from earmark.audio.generators import pink_noise, synth_speech_like
 from earmark.errors import EarmarkError
 from earmark.identify.spectrogram import SpectrogramParams, log_spectrogram
 from earmark.identify.speech import features
 
 SR = 8000
 AUDIBLE_DB = -75.0
+
+
+def decode(path: str | Path, sr: int, **kw: Any) -> np.ndarray:
+    """FFmpeg decoding, imported on use: training from a material file (:func:`save_material`)
+    needs neither FFmpeg nor the corpus, so that it runs on a GPU machine with numpy, scipy and
+    torch alone."""
+    from earmark.audio.decode import decode as _decode
+
+    return _decode(path, sr, **kw)
 
 TEXTS = {
     "en": [
@@ -81,7 +88,7 @@ HELD_OUT_TEXT = ("Hello and welcome back. So today I want to show you something 
 
 @dataclass
 class MaskTrainConfig:
-    corpus: Path  #: a corpus folder with manifest.csv (fetch-dev-corpus)
+    corpus: Path | None  #: a corpus folder with manifest.csv (fetch-dev-corpus)
     out: Path  #: the ONNX model to write (a JSON card is written beside it)
     seed: int = 0  #: the split seed of ``earmark bench identify`` and of the examples
     examples: int = 3000
@@ -89,6 +96,15 @@ class MaskTrainConfig:
     channels: int = 10
     excerpt_s: float = 3.0
     speech_clips: int = 60
+    #: utterances of flite's training voices (:data:`FLITE_TRAIN_VOICES`) added, when installed
+    flite_clips: int = 0
+    arch: str = "dilated"  #: :func:`earmark.identify.speech_nets.build`
+    #: a material file (:func:`save_material`) instead of the corpus and espeak-ng
+    material: Path | None = None
+    device: str = "auto"  #: torch device; ``auto``: CUDA when there is one
+    workers: int = 1  #: processes making the examples
+    batch: int = 16
+    lr: float = 3e-3
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,6 +123,30 @@ def espeak_pool(n: int, rng: np.random.Generator) -> list[np.ndarray]:
             subprocess.run([exe, "-v", f"{lang}+{rng.choice(VARIANTS)}",
                             "-s", str(int(rng.integers(130, 200))),
                             "-p", str(int(rng.integers(20, 80))), "-w", str(f), text],
+                           check=True, capture_output=True)
+            out.append(decode(f, SR))
+    return out
+
+
+#: flite voices that training may use; ``slt`` (the benchmark's "speech (flite)" cell) and the
+#: ``kal`` diphones (festival's too) stay held out for the evaluation
+FLITE_TRAIN_VOICES = ("awb", "rms", "kal16")
+
+
+def flite_pool(n: int, rng: np.random.Generator,
+               voices: tuple[str, ...] = FLITE_TRAIN_VOICES) -> list[np.ndarray]:
+    """``n`` English utterances of flite's ``voices`` at random speaking rates and pitches."""
+    exe = shutil.which("flite")
+    if not exe or not voices:
+        return []
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(n):
+            f = Path(d) / f"{i}.wav"
+            subprocess.run([exe, "-voice", str(rng.choice(voices)),
+                            "--setf", f"duration_stretch={rng.uniform(0.8, 1.3):.2f}",
+                            "--setf", f"int_f0_target_mean={rng.uniform(80, 220):.0f}",
+                            "-t", str(rng.choice(TEXTS["en"])), "-o", str(f)],
                            check=True, capture_output=True)
             out.append(decode(f, SR))
     return out
@@ -155,7 +195,8 @@ def mixture(music: np.ndarray, speech: np.ndarray | None, snr_db: float, rng: np
         s = (speech * (_rms(music) / (_rms(speech) * 10 ** (snr_db / 20)))).astype(np.float32)
     y = music + s
     if noise_db is not None:
-        y = effects.add_noise(y, SR, snr_db=noise_db, kind="pink", rng=rng)
+        noise = pink_noise(sr=SR, duration=y.size / SR, rng=rng)[: y.size].astype(np.float64)
+        y = (y + noise * (_rms(y) / (_rms(noise) * 10.0 ** (noise_db / 20.0)))).astype(np.float32)
     M = log_spectrogram(music, sp)
     X = log_spectrogram(y, sp)
     Sx = log_spectrogram(s, sp) if s.any() else np.full_like(M, -100.0)
@@ -192,54 +233,150 @@ def _example(music: list[np.ndarray], speech: list[np.ndarray], n: int,
     return feats, target
 
 
-def _net(channels: int) -> Any:
-    import torch.nn as nn
+def load_material(cfg: MaskTrainConfig, rng: np.random.Generator
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The training music (the non-catalog side of the split, at :data:`SR`) and espeak-ng
+    utterances: from ``cfg.material`` when given, else decoded and synthesised."""
+    if cfg.material is not None:
+        with np.load(cfg.material) as z:
+            music = [z[k].astype(np.float32) / 32767 for k in sorted(z.files) if k[0] == "m"]
+            speech = [z[k].astype(np.float32) / 32767 for k in sorted(z.files) if k[0] == "s"]
+        return music, speech
+    if cfg.corpus is None:
+        raise EarmarkError("give a corpus folder or a material file")
+    from earmark.bench.identify import split_manifest
 
-    c = channels
-    return nn.Sequential(
-        nn.Conv2d(2, c, 5, padding=2), nn.ReLU(),
-        nn.Conv2d(c, c, 5, padding=4, dilation=2), nn.ReLU(),
-        nn.Conv2d(c, c, 3, padding=4, dilation=4), nn.ReLU(),
-        nn.Conv2d(c, c, 3, padding=(8, 4), dilation=(8, 4)), nn.ReLU(),
-        nn.Conv2d(c, 1, 1),
-    )
+    _, non_catalog = split_manifest(cfg.corpus, cfg.seed, None)
+    music = [decode(cfg.corpus / r["path"], SR, allow_silent=True) for r in non_catalog]
+    return music, espeak_pool(cfg.speech_clips, rng) + flite_pool(cfg.flite_clips, rng)
+
+
+def save_material(cfg: MaskTrainConfig, path: Path, seconds_per_track: float = 60.0) -> int:
+    """Write the training material of ``cfg`` (from its corpus and espeak-ng) to one ``.npz``
+    of 16-bit samples, so that training can run where neither is (a GPU machine with numpy,
+    scipy and torch alone). At most ``seconds_per_track`` of each track, from its middle.
+    Returns the bytes written."""
+    music, speech = load_material(cfg, np.random.default_rng(cfg.seed))
+    n = int(seconds_per_track * SR)
+    cut = [m[max(0, (m.size - n) // 2):][:n] for m in music]
+    arrays = {f"m{i:04d}": _pcm16(m) for i, m in enumerate(cut)}
+    arrays.update({f"s{i:04d}": _pcm16(s) for i, s in enumerate(speech)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+    return path.stat().st_size
+
+
+def _pcm16(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+_POOL: tuple[list[np.ndarray], list[np.ndarray], int] | None = None
+
+
+def _examples(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    seed, k = args
+    assert _POOL is not None
+    music, speech, n = _POOL
+    rng = np.random.default_rng(seed)
+    data = [_example(music, speech, n, rng) for _ in range(k)]
+    return (np.stack([d[0] for d in data]).astype(np.float16),
+            np.stack([d[1] for d in data]).astype(np.bool_))
+
+
+def make_examples(music: list[np.ndarray], speech: list[np.ndarray], n: int, count: int,
+                  seed: int, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` examples of ``n`` samples: features (float16) and targets (bool), shapes
+    ``(count, 2, frames, bins)``. With ``workers`` > 1 they are made in forked processes,
+    each from its own seed (the set depends on ``seed`` and the worker count)."""
+    global _POOL
+    _POOL = (music, speech, n)
+    if workers <= 1:
+        x, t = _examples((seed, count))
+        return x, t
+    import multiprocessing as mp
+
+    per = -(-count // (4 * workers))
+    jobs = [(seed * 100_003 + i, min(per, count - i * per)) for i in range(-(-count // per))]
+    with mp.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_examples, jobs)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def train(cfg: MaskTrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, export ONNX to ``cfg.out`` and a card (``.json`` beside it); return the card."""
+    """Train, export ONNX to ``cfg.out`` and a card (``.json`` beside it); return the card.
+
+    The card's evaluation needs the corpus; trained from a material file alone, it is left
+    for :func:`evaluate` where the corpus is."""
     try:
         import torch
+
+        from earmark.identify.speech_nets import build
     except ImportError as e:
         raise EarmarkError("training needs the train extra: pip install 'earmark[train]'") from e
-    from earmark.bench.identify import split_manifest
 
     t0 = time.time()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    _, non_catalog = split_manifest(cfg.corpus, cfg.seed, None)
-    music = [decode(cfg.corpus / r["path"], SR, allow_silent=True) for r in non_catalog]
+    music, speech = load_material(cfg, rng)
     n = int(cfg.excerpt_s * SR)
     music = [m for m in music if m.size > 2 * n]
     if not music:
-        raise EarmarkError(f"no usable tracks on the non-catalog side of {cfg.corpus}")
-    speech = espeak_pool(cfg.speech_clips, rng)
+        raise EarmarkError("no usable tracks on the non-catalog side of the corpus")
     log(f"{len(music)} music tracks, {sum(s.size for s in speech) / SR:.0f} s of espeak-ng "
         f"speech; making {cfg.examples} examples")
-    data = [_example(music, speech, n, rng) for _ in range(cfg.examples)]
-    X = torch.tensor(np.stack([d[0] for d in data]))
-    T = torch.tensor(np.stack([d[1] for d in data]))
-    n_val = max(1, cfg.examples // 10)
-    net = _net(cfg.channels)
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    if cfg.workers <= 1 and cfg.material is None:  # the first shipped model's sequence
+        data = [_example(music, speech, n, rng) for _ in range(cfg.examples)]
+        Xn = np.stack([d[0] for d in data])
+        Tn = np.stack([d[1] for d in data])
+    else:
+        Xn, Tn = make_examples(music, speech, n, cfg.examples, cfg.seed, cfg.workers)
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                       "cpu" if cfg.device == "auto" else cfg.device)
+    X = torch.as_tensor(Xn).to(dev, torch.float32)
+    T = torch.as_tensor(Tn).to(dev, torch.float32)
+    del Xn, Tn
+    log(f"examples made ({time.time() - t0:.0f} s); training on {dev}")
+    net = build(cfg.arch, cfg.channels)
+    final_acc = fit(net, X, T, cfg, rng, log, t0)
+    net = net.cpu()
+    export_onnx(net, cfg.out)
+    card = {
+        "model": "speech mask", "config": {**asdict(cfg), "corpus": str(cfg.corpus),
+                                           "out": str(cfg.out), "material": str(cfg.material)},
+        "weights": int(sum(p.numel() for p in net.parameters())),
+        "held_out_cell_accuracy": round(final_acc, 4),
+        "train_seconds": round(time.time() - t0, 1),
+        "device": str(dev),
+    }
+    if cfg.corpus is not None and cfg.corpus.exists():
+        log("evaluating on catalog-side music (never trained on) and held-out speech ...")
+        card["evaluation"] = evaluate(cfg.out, cfg.corpus, seed=cfg.seed)
+    cfg.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def fit(net: Any, X: Any, T: Any, cfg: MaskTrainConfig, rng: np.random.Generator,
+        log: Callable[[str], None] = print, t0: float | None = None) -> float:
+    """Train ``net`` on the examples ``X`` (features) and ``T`` (targets), tensors on one
+    device, the first tenth held out; return the held-out cell accuracy. ``net`` is left in
+    eval mode on that device."""
+    import torch
+
+    t0 = time.time() if t0 is None else t0
+    dev = X.device
+    n_val = max(1, len(X) // 10)
+    net.to(dev)
+    opt = torch.optim.Adam(net.parameters(), cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
     lossf = torch.nn.BCEWithLogitsLoss(reduction="none")
-    idx = np.arange(n_val, cfg.examples)
+    idx = np.arange(n_val, len(X))
     for ep in range(cfg.epochs):
         net.train()
         rng.shuffle(idx)
         total = 0.0
-        for i in range(0, idx.size, 16):
-            b = torch.as_tensor(idx[i:i + 16])
+        for i in range(0, idx.size, cfg.batch):
+            b = torch.as_tensor(idx[i:i + cfg.batch], device=dev)
             out = net(X[b])
             w = T[b, 1:2]
             loss = (lossf(out, T[b, 0:1]) * w).sum() / w.sum()
@@ -252,23 +389,19 @@ def train(cfg: MaskTrainConfig, log: Callable[[str], None] = print) -> dict[str,
         log(f"epoch {ep + 1}/{cfg.epochs}: loss {total / idx.size:.4f}, held-out cell accuracy "
             f"{acc:.3f} ({time.time() - t0:.0f} s)")
     net.eval()
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    return _accuracy(net, X[:n_val], T[:n_val])
+
+
+def export_onnx(net: Any, out: Path) -> None:
+    """Write ``net`` (on the CPU) as ONNX with a dynamic number of frames."""
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 2, 100, SpectrogramParams().n_bins)
-    torch.onnx.export(net, (dummy,), str(cfg.out), input_names=["features"],
+    torch.onnx.export(net, (dummy,), str(out), input_names=["features"],
                       output_names=["logits"], dynamic_axes={"features": {2: "frames"},
                                                              "logits": {2: "frames"}},
                       opset_version=17, dynamo=False)
-    card = {
-        "model": "speech mask", "config": {**asdict(cfg), "corpus": str(cfg.corpus),
-                                           "out": str(cfg.out)},
-        "weights": int(sum(p.numel() for p in net.parameters())),
-        "held_out_cell_accuracy": round(_accuracy(net, X[:n_val], T[:n_val]), 4),
-        "train_seconds": round(time.time() - t0, 1),
-    }
-    log("evaluating on catalog-side music (never trained on) and held-out speech ...")
-    card["evaluation"] = evaluate(cfg.out, cfg.corpus, seed=cfg.seed)
-    cfg.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-    return card
 
 
 def evaluate(model: Path, corpus: Path, *, seed: int = 0, n: int = 40,
@@ -322,7 +455,11 @@ def evaluate(model: Path, corpus: Path, *, seed: int = 0, n: int = 40,
 def _accuracy(net: Any, X: Any, T: Any) -> float:
     import torch
 
+    right = total = 0.0
     with torch.no_grad():
-        p = net(X) > 0
-        w = T[:, 1:2]
-        return float(((p == (T[:, 0:1] > 0.5)).float() * w).sum() / w.sum())
+        for i in range(0, len(X), 64):
+            p = net(X[i:i + 64]) > 0
+            w = T[i:i + 64, 1:2]
+            right += float(((p == (T[i:i + 64, 0:1] > 0.5)).float() * w).sum())
+            total += float(w.sum())
+    return right / max(total, 1.0)
