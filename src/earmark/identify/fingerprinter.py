@@ -175,7 +175,7 @@ class TripletFingerprinter:
     def talk_over(self, y: np.ndarray) -> QueryPrints | None:
         """The talk-over companions alone: on every rung, hashes of peaks picked among the
         cells the music dominates. None when the speech mask is off or covers less than
-        ``speech_gate`` of the query (about 9 ms for 5 s to decide, on one thread).
+        ``speech_gate`` of the query (about 27 ms for 5 s to decide, on one thread).
 
         :class:`~earmark.identify.identifier.Identifier` asks for them only when the plain
         hashes found no confident match, so that music without talk pays nothing for them.

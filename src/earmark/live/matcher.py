@@ -104,7 +104,7 @@ class StreamMatcher:
         When a window holds no confident match, look for talk over the music as file
         identification does (:meth:`TripletFingerprinter.talk_over`): the speech mask on the
         newest ``TALK_PROBE_S`` seconds, once per that many seconds of audio, decides
-        cheaply whether speech covers the stream (~4 ms per 2 s); only then are the window's
+        cheaply whether speech covers the stream (~11 ms per 2 s); only then are the window's
         talk-over companions computed, looked up and joined to its plain candidates.
         Streams that match, or carry no talk, pay the probe at most.
     """
