@@ -188,3 +188,12 @@ def test_trained_from_a_material_file_exports_what_onnx_runtime_runs(tmp_path: P
     got = speech.SpeechMask(tmp_path / "n.onnx").probability(S)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert mask.probability(S).shape == S.shape
+
+
+def test_evaluation_labels_trained_flite_voices_apart_from_unheard_ones() -> None:
+    from earmark.identify.speech_train import FLITE_TRAIN_VOICES, _label
+
+    assert _label("flite rms", FLITE_TRAIN_VOICES).endswith("(training voice, other utterances)")
+    assert _label("flite slt", FLITE_TRAIN_VOICES).endswith("(never heard in training)")
+    assert _label("festival kal", FLITE_TRAIN_VOICES).endswith("(never heard in training)")
+    assert _label("flite rms", ()).endswith("(never heard in training)")

@@ -153,7 +153,8 @@ def flite_pool(n: int, rng: np.random.Generator,
 
 
 def held_out_voices() -> dict[str, np.ndarray]:
-    """Speech of synthesisers the model never hears in training (those installed)."""
+    """Speech of other synthesisers than espeak-ng (those installed): flite's voices, of which
+    training may use :data:`FLITE_TRAIN_VOICES` (other utterances), and festival's ``kal``."""
     out: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as d:
         if shutil.which("flite"):
@@ -194,7 +195,7 @@ def mixture(music: np.ndarray, speech: np.ndarray | None, snr_db: float, rng: np
     if speech is not None and _rms(speech) > 1e-4:
         s = (speech * (_rms(music) / (_rms(speech) * 10 ** (snr_db / 20)))).astype(np.float32)
     y = music + s
-    if noise_db is not None:
+    if noise_db is not None:  # effects.add_noise's SNR, without importing FFmpeg's bindings
         noise = pink_noise(sr=SR, duration=y.size / SR, rng=rng)[: y.size].astype(np.float64)
         y = (y + noise * (_rms(y) / (_rms(noise) * 10.0 ** (noise_db / 20.0)))).astype(np.float32)
     M = log_spectrogram(music, sp)
@@ -235,8 +236,9 @@ def _example(music: list[np.ndarray], speech: list[np.ndarray], n: int,
 
 def load_material(cfg: MaskTrainConfig, rng: np.random.Generator
                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The training music (the non-catalog side of the split, at :data:`SR`) and espeak-ng
-    utterances: from ``cfg.material`` when given, else decoded and synthesised."""
+    """The training music (the non-catalog side of the split, at :data:`SR`) and speech
+    (espeak-ng and flite utterances): from ``cfg.material`` when given, else decoded and
+    synthesised."""
     if cfg.material is not None:
         with np.load(cfg.material) as z:
             music = [z[k].astype(np.float32) / 32767 for k in sorted(z.files) if k[0] == "m"]
@@ -252,7 +254,7 @@ def load_material(cfg: MaskTrainConfig, rng: np.random.Generator
 
 
 def save_material(cfg: MaskTrainConfig, path: Path, seconds_per_track: float = 60.0) -> int:
-    """Write the training material of ``cfg`` (from its corpus and espeak-ng) to one ``.npz``
+    """Write the training material of ``cfg`` (from its corpus and synthesisers) to one ``.npz``
     of 16-bit samples, so that training can run where neither is (a GPU machine with numpy,
     scipy and torch alone). At most ``seconds_per_track`` of each track, from its middle.
     Returns the bytes written."""
@@ -323,8 +325,8 @@ def train(cfg: MaskTrainConfig, log: Callable[[str], None] = print) -> dict[str,
     music = [m for m in music if m.size > 2 * n]
     if not music:
         raise EarmarkError("no usable tracks on the non-catalog side of the corpus")
-    log(f"{len(music)} music tracks, {sum(s.size for s in speech) / SR:.0f} s of espeak-ng "
-        f"speech; making {cfg.examples} examples")
+    log(f"{len(music)} music tracks, {sum(s.size for s in speech) / SR:.0f} s of speech; "
+        f"making {cfg.examples} examples")
     if cfg.workers <= 1 and cfg.material is None:  # the first shipped model's sequence
         data = [_example(music, speech, n, rng) for _ in range(cfg.examples)]
         Xn = np.stack([d[0] for d in data])
@@ -351,7 +353,9 @@ def train(cfg: MaskTrainConfig, log: Callable[[str], None] = print) -> dict[str,
     }
     if cfg.corpus is not None and cfg.corpus.exists():
         log("evaluating on catalog-side music (never trained on) and held-out speech ...")
-        card["evaluation"] = evaluate(cfg.out, cfg.corpus, seed=cfg.seed)
+        card["evaluation"] = evaluate(
+            cfg.out, cfg.corpus, seed=cfg.seed,
+            trained_flite=FLITE_TRAIN_VOICES if cfg.flite_clips else ())
     cfg.out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -405,12 +409,14 @@ def export_onnx(net: Any, out: Path) -> None:
 
 
 def evaluate(model: Path, corpus: Path, *, seed: int = 0, n: int = 40,
-             louder_db: float = 5.0) -> dict[str, dict[str, float]]:
+             louder_db: float = 5.0, trained_flite: tuple[str, ...] = ()
+             ) -> dict[str, dict[str, float]]:
     """Cell precision and recall of speech-dominated cells, and the share of music-only cells
     wrongly masked, per speech source, on music of the catalog side of the split.
 
-    Speech sources: the espeak-ng training voices (other utterances), and each held-out
-    synthesiser of :func:`held_out_voices` that is installed.
+    Speech sources: the espeak-ng training voices (other utterances), and each synthesiser
+    of :func:`held_out_voices` that is installed, labelled as a training voice when it is in
+    ``trained_flite`` (the flite voices the model was trained on), else as never heard.
     """
     from earmark.bench.identify import split_manifest
     from earmark.identify.speech import SpeechMask, coverage
@@ -423,7 +429,7 @@ def evaluate(model: Path, corpus: Path, *, seed: int = 0, n: int = 40,
     music = [m for m in (decode(corpus / catalog[int(i)]["path"], SR, allow_silent=True)
                          for i in picks) if m.size > 2 * length]
     sources = {"espeak-ng (training voices, other utterances)": espeak_pool(12, rng),
-               **{k: [v] for k, v in held_out_voices().items()}}
+               **{_label(k, trained_flite): [v] for k, v in held_out_voices().items()}}
     out: dict[str, dict[str, float]] = {}
     for name, clips in sources.items():
         tp = fp = fn = 0
@@ -450,6 +456,13 @@ def evaluate(model: Path, corpus: Path, *, seed: int = 0, n: int = 40,
                           f"share_over_gate_{gate:g}": round(float(np.mean(
                               np.array(clean_cov) >= gate)), 3)}
     return out
+
+
+def _label(voice: str, trained_flite: tuple[str, ...]) -> str:
+    engine, _, name = voice.partition(" ")
+    trained = engine == "flite" and name in trained_flite
+    return voice + (" (training voice, other utterances)" if trained
+                    else " (never heard in training)")
 
 
 def _accuracy(net: Any, X: Any, T: Any) -> float:
