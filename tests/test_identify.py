@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,61 @@ def test_cover_spans_the_query_and_old_models_ignore_it(ident: Identifier,
     assert old.probability(20, 400, 3, cover=0.9) == old.probability(20, 400, 3, cover=0.1)
     new = Calibration(weights=[1.0, 1.0, 0.1, 2.0], bias=-3.0)
     assert new.probability(20, 400, 3, cover=0.9) > new.probability(20, 400, 3, cover=0.1)
+
+
+@given(tempo=st.floats(0.5, 2.0), pitch=st.floats(-12.0, 12.0))
+def test_edit_distance_is_zero_on_single_edits_and_counts_semitones_off_them(
+        tempo: float, pitch: float) -> None:
+    """Speed changes, pitch shifts and time stretches lie at distance 0; a transform off all
+    three lies as far as its nearest one (capped), and only a model with the fifth weight
+    reads it."""
+    from earmark.identify.calibrate import EDIT_DISTANCE_CAP, Calibration, edit_distance
+
+    lt = 12.0 * np.log2(tempo)
+    assert edit_distance(tempo, lt) == pytest.approx(0.0, abs=1e-9)  # speed change
+    assert edit_distance(1.0, pitch) == pytest.approx(0.0, abs=1e-9)  # pitch shift
+    assert edit_distance(tempo, 0.0) == pytest.approx(0.0, abs=1e-9)  # time stretch
+    d = edit_distance(tempo, pitch)
+    assert d == pytest.approx(min(abs(lt), abs(pitch), abs(pitch - lt), EDIT_DISTANCE_CAP))
+    four = Calibration(weights=[1.0, 1.0, 0.1, 2.0], bias=-3.0)
+    five = Calibration(weights=[1.0, 1.0, 0.1, 2.0, -3.0], bias=-3.0)
+    assert four.probability(20, 400, 3, 0.8, tempo, pitch) == four.probability(20, 400, 3, 0.8)
+    if d > 0.01:
+        assert five.probability(20, 400, 3, 0.8, tempo, pitch) < five.probability(20, 400, 3, 0.8)
+
+
+def test_a_speed_change_reads_as_a_single_edit(ident: Identifier, refs: list[np.ndarray]
+                                               ) -> None:
+    """The identifier hands the alignment's tempo and pitch to the model: a sped-up query's
+    best alignment lies on the speed line (distance ~0), not between edits."""
+    from earmark.identify.calibrate import edit_distance
+
+    y = refs[1][8 * SR: 16 * SR]
+    q = effects.speed(y, SR, 1.2)[: 5 * SR]
+    top = max(ident.identify(q).raw, key=lambda a: a.score)
+    pitch = top.shift * 12.0 / FP.bins_per_octave
+    assert abs(top.scale - 1.2) < 0.02
+    assert edit_distance(top.scale, pitch) < 0.35
+
+
+def test_the_confidence_reads_the_transform_of_the_alignment(ident: Identifier,
+                                                              refs: list[np.ndarray]) -> None:
+    """Pitch −3 with tempo 1.2 is no single edit: the reported confidence is the model's
+    probability at that transform, lower than it would be at tempo 1, pitch 0."""
+    from earmark.identify.calibrate import Calibration
+    from earmark.identify.identifier import cover, runner_up
+
+    model = Calibration(weights=[1.0, 1.0, 0.5, 4.0, -2.0], bias=-8.0, threshold=0.0)
+    y = refs[3][8 * SR: 18 * SR]
+    q = effects.time_stretch(effects.pitch_shift(y, SR, -3.0, engine="rubberband"), SR, 1.2)
+    res = replace(ident, calibration=model).identify(q[: 5 * SR])
+    m = res.matches[0]
+    a = next(a for a in res.raw if a.ref_key == m.ref_key and a.score == m.score)
+    assert m.ref_key == 3 and abs(m.segments[0].tempo_ratio - 1.2) < 0.03
+    args = (a.score, a.ref_hits, runner_up(a, res.raw), cover(a, 5.0 * FP.frame_rate))
+    at = model.probability(*args, tempo=a.scale, pitch=a.shift * 12.0 / FP.bins_per_octave)
+    assert m.confidence == pytest.approx(at, abs=1e-4)
+    assert at < model.probability(*args)
 
 
 def test_talk_over_companions_join_the_plain_candidates_like_one_pass(

@@ -215,7 +215,7 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
 
     Returns
     -------
-    X : np.ndarray [shape=(n, 4)]
+    X : np.ndarray [shape=(n, 5)]
         :func:`calibrate.features` per alignment.
     y : np.ndarray [shape=(n,)]
         1.0 where right.
@@ -230,9 +230,9 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
         res = ident.identify(_to_8k(q, fp.sr))
         dur_frames = q.audio.size / q.sr * fp.frame_rate
         for a in res.raw:
-            X.append(calibrate.features(a.score, res.ref_hits[a.ref_key], runner_up(a, res.raw),
-                                        cover(a, dur_frames)))
             pitch = a.shift * 12.0 / fp.bins_per_octave
+            X.append(calibrate.features(a.score, res.ref_hits[a.ref_key], runner_up(a, res.raw),
+                                        cover(a, dur_frames), a.scale, pitch))
             right = (q.ref_id is not None and key_to_id.get(a.ref_key) == q.ref_id
                      and abs(a.scale / q.tempo - 1.0) <= 0.04 and abs(pitch - q.pitch) <= 0.7)
             y.append(1.0 if right else 0.0)

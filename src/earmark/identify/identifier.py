@@ -168,8 +168,9 @@ class Identifier:
         matches = []
         for a in al:
             ru = runner_up(a, al)
-            conf = self.calibration.probability(a.score, a.ref_hits, ru,
-                                                cover(a, qp.duration_s * fp.frame_rate))
+            conf = self.calibration.probability(
+                a.score, a.ref_hits, ru, cover(a, qp.duration_s * fp.frame_rate),
+                tempo=a.scale, pitch=a.shift * 12.0 / fp.bins_per_octave)
             if conf >= self.calibration.threshold:
                 matches.append(self._to_match(a, conf, ru, dur_ms))
         if not matches:
