@@ -324,3 +324,13 @@ def test_an_alias_of_the_same_reference_is_a_rival_a_repeat_is_not() -> None:
     assert runner_up(repeat, everything) == 29
     assert runner_up(other, everything) == 29  # only the alias overlaps it in query time
     assert runner_up(far, everything) == 0
+
+
+def test_talk_over_gate_can_be_set_by_the_caller(refs: list[np.ndarray]) -> None:
+    """The live matcher gates on its newest seconds and asks for the whole window's
+    companions with ``gate=0``: a gate no mask can pass gives none, gate 0 always some."""
+    y = refs[4][5 * SR: 13 * SR]
+    assert FP.talk_over(y, gate=1.01) is None
+    extra = FP.talk_over(y, gate=0.0)
+    assert extra is not None and len(extra.hashes) > 0
+    assert (FP.speech_cells(y, gate=0.0) is not None) and FP.speech_cells(y, gate=1.01) is None

@@ -144,14 +144,16 @@ class TripletFingerprinter:
         pk, _ = _stream_peaks([y], self.spec, p, chunk_blocks=10**9)
         return pk
 
-    def speech_cells(self, y: np.ndarray) -> np.ndarray | None:
+    def speech_cells(self, y: np.ndarray, gate: float | None = None) -> np.ndarray | None:
         """Cells of the query's spectrogram that speech dominates, or None when the speech
-        mask is off or covers less than ``speech_gate`` of the audible cells."""
+        mask is off or covers less than ``gate`` (default ``speech_gate``) of the audible
+        cells."""
         if not self.speech_mask:
             return None
         S = log_spectrogram(y, self.spec)
         cells = speech.default_mask().speech_cells(S)
-        return cells if speech.coverage(cells, S) >= self.speech_gate else None
+        gate = self.speech_gate if gate is None else gate
+        return cells if speech.coverage(cells, S) >= gate else None
 
     def masked_query_peaks(self, y: np.ndarray, cells: np.ndarray) -> Peaks:
         """Dense peaks of ``y`` among the cells that ``cells`` (speech) leaves to the music."""
@@ -172,16 +174,19 @@ class TripletFingerprinter:
         y = np.asarray(y, np.float32)
         return self._ladder(y, lambda yv, v: self.query_peaks(yv))
 
-    def talk_over(self, y: np.ndarray) -> QueryPrints | None:
+    def talk_over(self, y: np.ndarray, gate: float | None = None) -> QueryPrints | None:
         """The talk-over companions alone: on every rung, hashes of peaks picked among the
         cells the music dominates. None when the speech mask is off or covers less than
-        ``speech_gate`` of the query (about 27 ms for 5 s to decide, on one thread).
+        ``gate`` (default ``speech_gate``) of the query (about 27 ms for 5 s to decide, on
+        one thread).
 
         :class:`~earmark.identify.identifier.Identifier` asks for them only when the plain
         hashes found no confident match, so that music without talk pays nothing for them.
+        The live matcher gates on its newest seconds and passes ``gate=0``: talk that began
+        a few seconds ago covers too little of its whole window to pass the gate there.
         """
         y = np.asarray(y, np.float32)
-        cells = self.speech_cells(y)
+        cells = self.speech_cells(y, gate)
         if cells is None:
             return None
         hop, bpo = self.spec.hop, self.spec.bins_per_octave

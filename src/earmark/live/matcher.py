@@ -238,11 +238,14 @@ class StreamMatcher:
 
     def _companions(self, start: float, end: float) -> _Hop | None:
         """The talk-over companions of a recent window with their candidates, in stream
-        frames: computed at most once per ``TALK_PROBE_S`` of audio, and cut to the current
-        window by the caller in between (a vote a second later reuses them, without the
-        newest second)."""
+        frames: computed at most once per ``TALK_PROBE_S`` of audio (once per hop while a
+        match waits for its confirmation), and cut to the current window by the caller in
+        between (a vote a second later reuses them, without the newest second)."""
         assert self._audio is not None
-        if self._comp is not None and self._audio.n - self._comp_at < TALK_PROBE_S * self.fp.sr:
+        # while a match waits for its confirmation, a vote a hop later needs the newest
+        # audio's companions too, or the match cannot grow before the next refresh
+        every = self.hop if self.eager else TALK_PROBE_S * self.fp.sr
+        if self._comp is not None and self._audio.n - self._comp_at < every:
             return self._comp
         self._comp = None
         extra = self._talk_over_prints(start, end)
@@ -274,7 +277,8 @@ class StreamMatcher:
         seg = self._audio.span(round(start * hop), round(end * hop))
         if seg.size < MIN_QUERY_S * fp.sr:
             return None
-        out: QueryPrints | None = fp.talk_over(seg)  # type: ignore[attr-defined]
+        # the probe has gated on the newest audio; the window's older part may hold none
+        out: QueryPrints | None = fp.talk_over(seg, gate=0.0)  # type: ignore[attr-defined]
         return out
 
 
