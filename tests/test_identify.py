@@ -234,7 +234,11 @@ def test_edit_distance_is_zero_on_single_edits_and_counts_semitones_off_them(
     assert edit_distance(1.0, pitch) == pytest.approx(0.0, abs=1e-9)  # pitch shift
     assert edit_distance(tempo, 0.0) == pytest.approx(0.0, abs=1e-9)  # time stretch
     d = edit_distance(tempo, pitch)
-    assert d == pytest.approx(min(abs(lt), abs(pitch), abs(pitch - lt), EDIT_DISTANCE_CAP))
+    assert 0.0 <= d <= EDIT_DISTANCE_CAP
+    # worked examples: 12·log2(1.1) = 1.650 → speed line 0.350 away; 12·log2(0.8) = −3.863
+    assert edit_distance(1.1, 2.0) == pytest.approx(0.350, abs=1e-3)
+    assert edit_distance(0.8, -3.0) == pytest.approx(0.863, abs=1e-3)
+    assert edit_distance(1.2, -3.0) == EDIT_DISTANCE_CAP  # 3.16 / 3 / 6.16 away: capped
     four = Calibration(weights=[1.0, 1.0, 0.1, 2.0], bias=-3.0)
     five = Calibration(weights=[1.0, 1.0, 0.1, 2.0, -3.0], bias=-3.0)
     assert four.probability(20, 400, 3, 0.8, tempo, pitch) == four.probability(20, 400, 3, 0.8)
@@ -244,8 +248,8 @@ def test_edit_distance_is_zero_on_single_edits_and_counts_semitones_off_them(
 
 def test_a_speed_change_reads_as_a_single_edit(ident: Identifier, refs: list[np.ndarray]
                                                ) -> None:
-    """The identifier hands the alignment's tempo and pitch to the model: a sped-up query's
-    best alignment lies on the speed line (distance ~0), not between edits."""
+    """The sign conventions the feature relies on: a sped-up query's best alignment has
+    tempo > 1 and pitch = 12·log2(tempo), so it lies on the speed line (distance ~0)."""
     from earmark.identify.calibrate import edit_distance
 
     y = refs[1][8 * SR: 16 * SR]
@@ -268,7 +272,8 @@ def test_the_confidence_reads_the_transform_of_the_alignment(ident: Identifier,
     q = effects.time_stretch(effects.pitch_shift(y, SR, -3.0, engine="rubberband"), SR, 1.2)
     res = replace(ident, calibration=model).identify(q[: 5 * SR])
     m = res.matches[0]
-    a = next(a for a in res.raw if a.ref_key == m.ref_key and a.score == m.score)
+    a = next(a for a in res.raw if a.ref_key == m.ref_key and a.score == m.score
+             and abs(a.scale - m.segments[0].tempo_ratio) < 1e-3)
     assert m.ref_key == 3 and abs(m.segments[0].tempo_ratio - 1.2) < 0.03
     args = (a.score, a.ref_hits, runner_up(a, res.raw), cover(a, 5.0 * FP.frame_rate))
     at = model.probability(*args, tempo=a.scale, pitch=a.shift * 12.0 / FP.bins_per_octave)

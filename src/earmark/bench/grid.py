@@ -105,6 +105,16 @@ HARD: tuple[Edit, ...] = (
         ("pitch_shift", {"semitones": 2.0, "engine": "rubberband"}),
         ("time_stretch", {"ratio": 1.1}), ("add_noise", {"snr_db": 10.0})), tempo=1.1,
         pitch=2.0, family="chain"),
+    # pitch and tempo changed apart, far (~2 semitones) from a speed change, a pitch shift
+    # and a time stretch alike: what an uploader does to evade a matcher, and the case the
+    # confidence model's edit distance weighs against (docs/fingerprint.md, point 7)
+    Edit("speed 1.25 + pitch -2", (
+        ("speed", {"ratio": 1.25}),
+        ("pitch_shift", {"semitones": -2.0, "engine": "rubberband"})), tempo=1.25,
+        pitch=12 * float(np.log2(1.25)) - 2.0, family="chain"),
+    Edit("pitch -3 + tempo 1.2", (
+        ("pitch_shift", {"semitones": -3.0, "engine": "rubberband"}),
+        ("time_stretch", {"ratio": 1.2})), tempo=1.2, pitch=-3.0, family="chain"),
 )
 EDITS: dict[str, Edit] = {e.name: e for e in CORE + HARD}
 

@@ -5,9 +5,10 @@ A logistic model on features of an alignment (its score; its score against the n
 candidate hits its reference drew, a z-like statistic — chance alignments of a reference
 that collides with everything grow only like the square root of its hits; the margin over
 the runner-up; how far its inliers spread over the query; and how far its tempo and pitch lie
-from the edits people make), fitted by ``earmark bench identify`` on held-out queries —
-correct top matches as positives, best alignments on non-catalog queries and wrong top
-matches as negatives — and shipped in ``calibration.json``. Raw scores stay in the evidence.
+from the edits people make), fitted by ``earmark bench identify`` on every alignment of
+held-out queries — those that name the query's track under its edit as positives, all others
+(aliases, other references, every alignment of a non-catalog query) as negatives — and
+shipped in ``calibration.json``. Raw scores stay in the evidence.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def edit_distance(tempo: float, pitch: float) -> float:
     An upload is played faster or slower (pitch = 12·log₂ tempo), pitch-shifted (tempo 1) or
     time-stretched (pitch 0), rarely two of them at once; a chance alignment's tempo and
     pitch fall anywhere. In a check on 740 right alignments of real queries (chains
-    included) the median distance was 0.03 semitone and the 99th percentile 0.43; chance
-    alignments with a score of 12 or more had a median of 2.0–4.1 (docs/fingerprint.md).
+    included) the median distance was 0.03 semitone and the 99th percentile 0.43; wrong
+    alignments with a score of 12 or more had a median (before the cap) of 2.0–4.1
+    (docs/benchmarks.md, run 10). The cost: two edits at once that lie far from all three
+    lines (pitch −3 with tempo 1.2) need much more evidence.
 
     Parameters
     ----------

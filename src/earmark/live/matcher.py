@@ -123,7 +123,7 @@ class StreamMatcher:
         self._probed_at = -(10**12)  # stream sample of the last speech-mask probe
         self._talking = False  # what it found
         self._comp: _Hop | None = None  # the last talk-over companions (stream frames)
-        self._comp_at = 0  # stream sample when they were computed
+        self._comp_at = -(10**12)  # stream sample when they were last asked for
         self.prints = StreamPrints(self.fp)  # type: ignore[arg-type]
         self.window_frames = window_s * self.fp.frame_rate
         self.hop = max(1, round(hop_s * self.fp.sr))
@@ -245,9 +245,10 @@ class StreamMatcher:
         # while a match waits for its confirmation, a vote a hop later needs the newest
         # audio's companions too, or the match cannot grow before the next refresh
         every = self.hop if self.eager else TALK_PROBE_S * self.fp.sr
-        if self._comp is not None and self._audio.n - self._comp_at < every:
-            return self._comp
+        if self._audio.n - self._comp_at < every:
+            return self._comp  # None too: no talk found then, asked again at the cadence
         self._comp = None
+        self._comp_at = self._audio.n
         extra = self._talk_over_prints(start, end)
         if extra is None or not len(extra.hashes):
             return None
@@ -256,7 +257,6 @@ class StreamMatcher:
         hs = Hashes(h.key[order], h.t[order] + np.float32(start), h.f[order], h.span[order])
         self._comp = _Hop(hs, extra.speed[order], self.ident.lookup(hs.key), end,
                           extra.n_peaks)
-        self._comp_at = self._audio.n
         return self._comp
 
     def _talk_over_prints(self, start: float, end: float) -> QueryPrints | None:
