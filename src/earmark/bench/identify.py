@@ -56,7 +56,7 @@ class BenchConfig:
     edits: tuple[str, ...] = tuple(e.name for e in CORE + HARD)
     per_cell: int = 30
     non_catalog: int = 150
-    calibration_queries: int = 400
+    calibration_queries: int = 800
     jobs: int = 2
     baselines: bool = True
     baseline_edits: tuple[str, ...] = tuple(e.name for e in CORE)

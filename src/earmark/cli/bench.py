@@ -27,6 +27,10 @@ def identify(
     baselines: bool = typer.Option(True, help="Run the open matchers on the same queries."),
     growth: str = typer.Option("30,100", help="Catalog hours to grow to with distractors."),
     max_tracks: int = typer.Option(0, help="Use only this many corpus tracks (0: all)."),
+    calibration_queries: int = typer.Option(
+        800, min=60, help="Queries of the calibration pass (its own seed): about half from "
+        "the catalog side over the edit grid, half from the calibration half of the "
+        "non-catalog tracks, whose 99th percentile sets the threshold."),
     save_calibration: bool = typer.Option(
         False, help="Also write the fitted calibration into the package (developers)."),
 ) -> None:
@@ -42,7 +46,7 @@ def identify(
         lengths=tuple(float(x) for x in lengths.split(",") if x),
         jobs=jobs, baselines=baselines,
         growth_hours=tuple(float(x) for x in growth.split(",") if x),
-        max_tracks=max_tracks or None,
+        max_tracks=max_tracks or None, calibration_queries=calibration_queries,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err) as bar:
