@@ -53,3 +53,25 @@ def test_reliability_of_a_perfectly_calibrated_set_is_near_zero() -> None:
     err, table = reliability(rows)
     assert err < 0.01
     assert [t["n"] for t in table] == [20, 20]
+
+
+def test_shared_material_needs_one_transform_over_several_segments() -> None:
+    """A held-out track that matches a reference in several separate segments under one
+    transform (a re-arranged version) is left out of the non-catalog side; scattered
+    transforms, too few segments or too little time are not."""
+    from earmark.bench.identify import _shares_material
+
+    def seg(q0: float, q1: float, tempo: float, pitch: float = 0.0) -> dict[str, float]:
+        return {"query_start_ms": q0 * 1000, "query_end_ms": q1 * 1000,
+                "tempo_ratio": tempo, "pitch_semitones": pitch}
+
+    version = [seg(0, 11, 0.8848), seg(21, 41, 0.8847), seg(31, 36, 0.8848),
+               seg(52, 57, 0.8847)]
+    assert _shares_material(version)
+    assert not _shares_material(version[:2])  # two segments
+    assert not _shares_material([seg(0, 4, 0.8848), seg(10, 14, 0.8848),
+                                 seg(20, 24, 0.8848)])  # 12 s
+    assert not _shares_material([seg(0, 11, 0.88), seg(21, 41, 0.95), seg(52, 60, 1.1)])
+    # overlapping spans count once: 2-21 s, 5-15 s and 20-20.5 s cover 19 s, not 29.5
+    assert not _shares_material([seg(2, 21, 1.0), seg(5, 15, 1.0), seg(20, 20.5, 1.0)])
+    assert _shares_material([seg(2, 21, 1.0), seg(5, 15, 1.0), seg(20, 23, 1.0)])

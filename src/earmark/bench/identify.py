@@ -180,11 +180,20 @@ def run_earmark(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int
 
 def duplicates(cat: Catalog, paths: Sequence[Path], log: Callable[[str], None]
                ) -> dict[str, str]:
-    """Held-out tracks that are catalog recordings under another name (the game-music corpus
-    has a few: one game's theme shipped by another): the file scan finds one reference over
-    half of the track or more, unmodified (tempo within 1 %, pitch within 0.2 semitone,
-    confidence ≥ 0.9 with the shipped calibration). Their excerpts are true matches, not false
-    positives: the benchmarks leave them out of the non-catalog side and list them.
+    """Held-out tracks that hold catalog music under another name, found by a file scan of
+    the whole track with the shipped calibration:
+
+    - the same recording (the game-music corpus has a few: one game's theme shipped by
+      another): one reference over half of the track or more, unmodified (tempo within 1 %,
+      pitch within 0.2 semitone, confidence ≥ 0.9);
+    - shared material (a re-arranged version, a passage reused): one reference in
+      :data:`SHARED_SEGMENTS` or more separate segments under one transform (tempo within
+      0.2 %, pitch within 0.1 semitone of their median), :data:`SHARED_S` seconds of the
+      track or more. Chance alignments do not come back at the same transform to 0.2 %;
+      Colobot's ``Hv2`` is ``Humanitarian`` at tempo 0.8848 in seven segments.
+
+    Their excerpts are true matches, not false positives: the benchmarks leave them out of
+    the non-catalog side and list them.
 
     Returns ``{path: reference id}``.
     """
@@ -199,10 +208,33 @@ def duplicates(cat: Catalog, paths: Sequence[Path], log: Callable[[str], None]
                     and abs(s["tempo_ratio"] - 1) < 0.01 and abs(s["pitch_semitones"]) < 0.2):
                 out[str(p)] = m["reference_id"]
                 break
-    log(f"duplicates: {len(out)} held-out tracks are catalog recordings under another name: "
+            if _shares_material(m["segments"]):
+                out[str(p)] = m["reference_id"]
+                break
+    log(f"duplicates: {len(out)} held-out tracks hold catalog music under another name: "
         f"{ {Path(k).name: v for k, v in out.items()} }")
     return out
 
+
+SHARED_SEGMENTS = 3  #: separate segments under one transform that make shared material
+SHARED_S = 20.0  #: and the seconds of the held-out track they cover together
+
+
+def _shares_material(segments: Sequence[dict[str, Any]]) -> bool:
+    """Whether a whole-track match holds :data:`SHARED_SEGMENTS` segments or more under one
+    transform (tempo within 0.2 %, pitch within 0.1 semitone of their median) covering
+    :data:`SHARED_S` seconds or more."""
+    if len(segments) < SHARED_SEGMENTS:
+        return False
+    tempo = float(np.median([s["tempo_ratio"] for s in segments]))
+    pitch = float(np.median([s["pitch_semitones"] for s in segments]))
+    same = [s for s in segments if abs(s["tempo_ratio"] / tempo - 1) <= 0.002
+            and abs(s["pitch_semitones"] - pitch) <= 0.1]
+    covered, reach = 0, -1  # the union of their query spans, ms
+    for a, b in sorted((s["query_start_ms"], s["query_end_ms"]) for s in same):
+        covered += max(0, b - max(a, reach))
+        reach = max(reach, b)
+    return len(same) >= SHARED_SEGMENTS and covered / 1000 >= SHARED_S
 
 def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int, str]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
