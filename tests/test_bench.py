@@ -75,3 +75,41 @@ def test_shared_material_needs_one_transform_over_several_segments() -> None:
     # overlapping spans count once: 2-21 s, 5-15 s and 20-20.5 s cover 19 s, not 29.5
     assert not _shares_material([seg(2, 21, 1.0), seg(5, 15, 1.0), seg(20, 20.5, 1.0)])
     assert _shares_material([seg(2, 21, 1.0), seg(5, 15, 1.0), seg(20, 23, 1.0)])
+
+
+def test_demo_stream_is_the_non_catalog_recording_with_two_splices(tmp_path: Path) -> None:
+    """The monitor demo's stream: 90 s of the non-catalog recording, one catalog excerpt at
+    0:20 and one (sped up) at 0:55 — not a catalog reference with splices (a walrus in a
+    generator once rebound the stream buffer to the last reference decoded)."""
+    import numpy as np
+
+    from conftest import write_audio
+    from earmark.audio.decode import decode
+    from earmark.demo import make_stream
+
+    sr = 44100
+
+    def tone(freq: float, seconds: float) -> np.ndarray:
+        t = np.arange(int(seconds * sr)) / sr
+        return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+    non = [{"id": "outside", "path": "outside.flac"}]
+    write_audio(tmp_path / "outside.flac", tone(220.0, 100.0), sr)
+    cat = []
+    for i, f in enumerate((440.0, 660.0, 880.0, 990.0, 1100.0, 1320.0, 1540.0, 1760.0)):
+        cat.append({"id": f"ref{i}", "path": f"ref{i}.flac"})
+        write_audio(tmp_path / f"ref{i}.flac", tone(f, 70.0), sr)
+    (tmp_path / "out").mkdir()
+    path, truth = make_stream(tmp_path, cat, non, tmp_path / "out", 0)
+    y = decode(path, sr)
+    assert abs(y.size / sr - 90.0) < 0.1
+    assert [t["at_ms"] for t in truth] == [20000, 55000]
+
+    def peak_hz(seg: np.ndarray) -> float:
+        spec = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
+        return float(np.argmax(spec) * sr / seg.size)
+
+    assert abs(peak_hz(y[5 * sr: 15 * sr]) - 220.0) < 2  # the non-catalog recording
+    assert abs(peak_hz(y[40 * sr: 50 * sr]) - 220.0) < 2
+    assert abs(peak_hz(y[80 * sr: 88 * sr]) - 220.0) < 2
+    assert abs(peak_hz(y[22 * sr: 32 * sr]) - 220.0) > 50  # the first splice

@@ -145,13 +145,15 @@ def make_stream(corpus: Path, cat: list[dict[str, Any]], non: list[dict[str, Any
     """
     sr = 44100
     rng = np.random.default_rng(seed + 7)
-    base = next(y for r in (non[int(i)] for i in rng.permutation(len(non)))
-                if (y := decode(corpus / r["path"], sr, allow_silent=True)).size > 95 * sr)
+    # (the walrus of a generator binds in this function's scope: distinct names, or the
+    # stream buffer becomes the last reference decoded)
+    base = next(b for r in (non[int(i)] for i in rng.permutation(len(non)))
+                if (b := decode(corpus / r["path"], sr, allow_silent=True)).size > 95 * sr)
     y = base[: 90 * sr].copy()
     truth = []
     picks = [cat[int(i)] for i in rng.choice(len(cat), 8, replace=False)]
-    long_enough = ((p, y) for p in picks
-                   if (y := decode(corpus / p["path"], sr, allow_silent=True)).size > 60 * sr)
+    long_enough = ((p, ref) for p in picks
+                   if (ref := decode(corpus / p["path"], sr, allow_silent=True)).size > 60 * sr)
     for (at_s, dur_s, spd), (r, ref) in zip(((20, 15, 1.0), (55, 20, 1.1)), long_enough,
                                             strict=False):
         a = int(rng.uniform(5, ref.size / sr - dur_s * spd - 5) * sr)
