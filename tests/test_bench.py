@@ -113,3 +113,18 @@ def test_demo_stream_is_the_non_catalog_recording_with_two_splices(tmp_path: Pat
     assert abs(peak_hz(y[40 * sr: 50 * sr]) - 220.0) < 2
     assert abs(peak_hz(y[80 * sr: 88 * sr]) - 220.0) < 2
     assert abs(peak_hz(y[22 * sr: 32 * sr]) - 220.0) > 50  # the first splice
+
+
+def test_demo_counts_a_catalog_duplicate_of_the_same_passage_as_right() -> None:
+    from earmark.cli.demo import _same_passage
+
+    def m(ref: str, q0: int, q1: int, tempo: float, pitch: float) -> dict:
+        return {"reference_id": ref, "segments": [{"query_start_ms": q0, "query_end_ms": q1,
+                                                   "tempo_ratio": tempo,
+                                                   "pitch_semitones": pitch}]}
+
+    truth = m("track1", 357, 7762, 0.7984, -3.85)
+    assert _same_passage([truth, m("track30", 842, 7237, 0.799, -3.84)], ["track1"]) == {
+        "track30"}
+    assert not _same_passage([truth, m("other", 842, 7237, 1.0, 0.0)], ["track1"])
+    assert not _same_passage([truth, m("later", 8000, 9000, 0.7984, -3.85)], ["track1"])

@@ -75,7 +75,10 @@ def demo(
             res = scan_file(catalog=cat, path=exdir / ex.file)
             ms = (time.perf_counter() - t1) * 1000
             found = [m["reference_id"] for m in res["matches"]]
-            ok = sorted(found) == sorted(ex.expect)
+            twins = _same_passage(res["matches"], ex.expect)
+            ok = (sorted(found) == sorted(ex.expect) or (
+                bool(ex.expect) and found[0] in ex.expect and set(ex.expect) <= set(found)
+                and all(f in ex.expect or f in twins for f in found)))
             right += ok
             mark = Text("✓" if ok else "✗", style="green" if ok else "red")
             if not res["matches"]:
@@ -84,8 +87,10 @@ def demo(
                 continue
             for i, m in enumerate(res["matches"]):
                 s = m["segments"][0]
+                name = m["reference_id"] + (" (the same passage: a catalog duplicate)"
+                                            if m["reference_id"] in twins else "")
                 table.add_row(
-                    ex.file if i == 0 else "", ex.truth if i == 0 else "", m["reference_id"],
+                    ex.file if i == 0 else "", ex.truth if i == 0 else "", name,
                     f"{m['confidence']:.2f}",
                     f"{s['query_start_ms'] / 1000:.1f}–{s['query_end_ms'] / 1000:.1f} s → "
                     f"{clock(s['ref_start_ms'])}–{clock(s['ref_end_ms'])}",
@@ -180,3 +185,25 @@ def _monitor_part(corpus: Path, cat_rows: list[dict], non_rows: list[dict], out:
     err.print(f"{right} of {len(truth)} spliced excerpts detected, {len(false)} false starts. "
               f"Try: .venv/bin/earmark monitor --db {out / 'earmark-data'} --realtime "
               f"'{path}' | jq -c .")
+
+
+def _same_passage(matches: list[dict], expect: list[str]) -> set[str]:
+    """References other than the expected ones that a scan found over the same stretch of
+    the query under the same transform as an expected one (tempo within 1 %, pitch within
+    0.3 semitone): the catalog holds that passage twice (Drascula's ``track30`` repeats
+    most of ``track1``), which is a right answer, not a chance match."""
+    def seg(m: dict) -> dict:
+        return m["segments"][0]
+
+    truth = [seg(m) for m in matches if m["reference_id"] in expect]
+    out = set()
+    for m in matches:
+        if m["reference_id"] in expect:
+            continue
+        s = seg(m)
+        if any(abs(s["tempo_ratio"] / t["tempo_ratio"] - 1) <= 0.01
+               and abs(s["pitch_semitones"] - t["pitch_semitones"]) <= 0.3
+               and s["query_start_ms"] < t["query_end_ms"]
+               and t["query_start_ms"] < s["query_end_ms"] for t in truth):
+            out.add(m["reference_id"])
+    return out
