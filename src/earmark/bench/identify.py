@@ -204,11 +204,10 @@ def duplicates(cat: Catalog, paths: Sequence[Path], log: Callable[[str], None]
         r = scan_file(catalog=cat, path=p)
         for m in r.get("matches") or []:
             s = m["segments"][0]
-            if (m["query_match_pct"] >= 50 and m["confidence"] >= 0.9
-                    and abs(s["tempo_ratio"] - 1) < 0.01 and abs(s["pitch_semitones"]) < 0.2):
-                out[str(p)] = m["reference_id"]
-                break
-            if _shares_material(m["segments"]):
+            same_recording = (m["query_match_pct"] >= 50 and m["confidence"] >= 0.9
+                              and abs(s["tempo_ratio"] - 1) < 0.01
+                              and abs(s["pitch_semitones"]) < 0.2)
+            if same_recording or _shares_material(m["segments"]):
                 out[str(p)] = m["reference_id"]
                 break
     log(f"duplicates: {len(out)} held-out tracks hold catalog music under another name: "
@@ -235,6 +234,7 @@ def _shares_material(segments: Sequence[dict[str, Any]]) -> bool:
         covered += max(0, b - max(a, reach))
         reach = max(reach, b)
     return len(same) >= SHARED_SEGMENTS and covered / 1000 >= SHARED_S
+
 
 def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict[int, str]
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
