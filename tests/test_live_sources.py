@@ -91,6 +91,28 @@ def test_a_file_yields_every_sample_once(tmp_path: Path, ext: str) -> None:
     assert events[0].stream_ms == y.size * 1000 // 22050
 
 
+def test_watch_reads_a_fast_file_only_a_few_blocks_ahead(tmp_path: Path) -> None:
+    # one loop matches every stream; a file decoded as fast as it goes must wait for it
+    # rather than pile up its whole length in memory
+    from earmark.live.events import LiveEvent
+    from earmark.live.monitor import READ_AHEAD, watch
+
+    path = write_audio(tmp_path / "a.flac", music(3, 30.0))
+    src = AudioSource(str(path), sr=SR, block_s=0.5)
+    events: list[LiveEvent] = []
+    read_at_first: list[int] = []
+
+    def on_lag(stream: str, lag: float) -> None:
+        if not read_at_first:  # hold the loop on the first block a while
+            time.sleep(1.0)
+            read_at_first.append(src._pos)
+
+    watch([src], catalog=None, detector=None, sink=events.append, on_lag=on_lag)
+    assert read_at_first[0] <= (READ_AHEAD + 2) * src.block_n < 30 * SR // 2
+    assert src._pos >= 29.5 * SR  # and all of it came through in the end
+    assert [e.event for e in events] == ["stream_ended"]
+
+
 def test_realtime_paces_blocks_by_stream_time(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "a.flac", music(2, 10.0))
     fake = FakeClock()

@@ -4,16 +4,18 @@ escalation ladder, out as events.
 
 One :class:`StreamWatcher` per stream holds all of that stream's state (bounded: a window of
 prints, the open matches, one AI segment of audio), so a stream that fails touches nothing
-else; :func:`watch` runs one thread per source (decoding and the numeric kernels release
-the GIL) and returns when every source has ended.
+else; :func:`watch` reads each source in a thread of its own, runs every stream's watcher in
+one loop, and returns when every source has ended.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import soxr
@@ -205,49 +207,96 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
           policies: Mapping[str, PolicyVersion] | None = None,
           stop: threading.Event | None = None,
           on_lag: Callable[[str, float], None] | None = None) -> None:
-    """Watch every source in its own thread until all have ended (or ``stop`` is set).
+    """Watch every source until all have ended (or ``stop`` is set).
+
+    Each source is read (decoded, paced, reconnected) in a thread of its own, and one loop
+    in the calling thread runs every stream's :class:`StreamWatcher` on the blocks in the
+    order they arrive. One thread per stream doing its own matching too was tried first: the
+    per-window work is short numpy and numba calls that take and release the GIL, and twenty
+    threads fighting over it cost 1.8–2.6× the CPU of the same work done in turn, so a
+    process fell behind at half the streams it can carry. A reader holds at most
+    :data:`READ_AHEAD` blocks not yet matched (a file read as fast as it decodes must not
+    fill memory, nor crowd out the live streams).
 
     ``on_lag(stream, seconds)`` is told, after each block, how far the processing is behind
     the stream's clock (wall time since the first block minus the block's end in stream
-    time: meaningful for sources played at real-time pace).
+    time: meaningful for sources played at real-time pace). The sink is called from the
+    calling thread only.
     """
     srcs = list(sources)
+    todo: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
+    room = [threading.Semaphore(READ_AHEAD) for _ in srcs]
 
-    def run(src: AudioSource) -> None:
-        w = StreamWatcher(src.id, catalog=catalog, detector=detector, sink=sink, sr=src.sr,
-                          params=params, policies=policies)
-        t0: float | None = None
+    def read(i: int, src: AudioSource) -> None:
         try:
             for item in src:
-                if isinstance(item, SourceEvent):
-                    if item.kind == "stream_ended":
-                        w.end()
-                    w.emit(item.kind, item.stream_ms, detail=item.detail,
-                           **({"gap_ms": item.gap_ms} if item.kind == "stream_reconnected"
-                              else {}))
-                else:
-                    if t0 is None:  # the first block came in when its end was due
-                        t0 = time.monotonic() - (item.start + item.samples.size) / src.sr
-                    w.feed(item)
-                    if on_lag is not None:
-                        on_lag(src.id, time.monotonic() - t0
-                               - (item.start + item.samples.size) / src.sr)
+                while not room[i].acquire(timeout=0.2):
+                    if src.closed:
+                        return
+                todo.put((i, item))
         except Exception as exc:  # a bug must not take the other streams down
-            w.emit("stream_error", w.ms(w.n), detail=f"internal_error: {type(exc).__name__}: "
-                                                      f"{exc}")
-            w.emit("stream_ended", w.ms(w.n), detail="stopped after an internal error")
+            todo.put((i, exc))
+        finally:
+            todo.put((i, _READ_DONE))
 
-    threads = [threading.Thread(target=run, args=(s,), name=f"watch-{s.id}", daemon=True)
-               for s in srcs]
+    threads = [threading.Thread(target=read, args=(i, s), name=f"read-{s.id}", daemon=True)
+               for i, s in enumerate(srcs)]
+    watchers = [StreamWatcher(s.id, catalog=catalog, detector=detector, sink=sink, sr=s.sr,
+                              params=params, policies=policies) for s in srcs]
+    t0: list[float | None] = [None] * len(srcs)
+    failed = [False] * len(srcs)
     for t in threads:
         t.start()
+    left = len(srcs)
     try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        while left:
+            try:
+                i, item = todo.get(timeout=0.2)
+            except queue.Empty:
                 if stop is not None and stop.is_set():
                     for s in srcs:
                         s.close()
+                continue
+            if item is _READ_DONE:
+                left -= 1
+                continue
+            if not isinstance(item, BaseException):
+                room[i].release()
+            if failed[i]:
+                continue
+            try:
+                _take(watchers[i], srcs[i], item, t0, i, on_lag)
+            except Exception as exc:  # a bug must not take the other streams down
+                failed[i] = True
+                srcs[i].close()
+                w = watchers[i]
+                w.emit("stream_error", w.ms(w.n),
+                       detail=f"internal_error: {type(exc).__name__}: {exc}")
+                w.emit("stream_ended", w.ms(w.n), detail="stopped after an internal error")
     finally:
         for s in srcs:
             s.close()
+
+
+READ_AHEAD = 8  #: blocks a source's reader may hold ahead of its matching (4 s of 0.5 s)
+_READ_DONE = object()
+
+
+def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | None], i: int,
+          on_lag: Callable[[str, float], None] | None) -> None:
+    """One item a source's reader put in the queue: a block, an event, or its failure."""
+    if isinstance(item, BaseException):
+        raise item
+    if isinstance(item, SourceEvent):
+        if item.kind == "stream_ended":
+            w.end()
+        w.emit(item.kind, item.stream_ms, detail=item.detail,
+               **({"gap_ms": item.gap_ms} if item.kind == "stream_reconnected" else {}))
+        return
+    assert isinstance(item, Block)
+    if t0[i] is None:  # the first block came in when its end was due
+        t0[i] = time.monotonic() - (item.start + item.samples.size) / src.sr
+    w.feed(item)
+    if on_lag is not None:
+        on_lag(src.id, time.monotonic() - cast(float, t0[i])
+               - (item.start + item.samples.size) / src.sr)

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Streams spread over worker processes (``earmark monitor --jobs N``).
 
-One process runs its streams in threads, but much of the per-window work is Python and
-NumPy glue that holds the interpreter lock, so one process saturates about one core. With
+One process reads its streams in threads and matches them all in one loop (much of the
+per-window work is Python and NumPy glue that holds the interpreter lock), so one process
+saturates about one core. With
 more streams than a core can carry, :func:`watch_parallel` deals the sources out to
 ``jobs`` processes (round robin), each with its own catalog reader, matcher and detector,
 and funnels their events back to the caller's sink in arrival order. A process that dies
