@@ -159,6 +159,27 @@ def test_tracker_needs_new_evidence_to_start() -> None:
     assert t.open == []  # the pending one expired too
 
 
+def test_two_edits_at_once_need_a_confident_window_to_start() -> None:
+    def grow(w: WindowMatch, ms: int) -> WindowMatch:
+        return WindowMatch(**{**w.__dict__, "stream_end_ms": w.stream_end_ms + ms,
+                              "ref_end_ms": w.ref_end_ms + ms})
+
+    def starts(tempo: float, pitch: float, conf: float) -> bool:
+        t = MatchTracker(end_after_s=3, instant_confidence=None)
+        w = WindowMatch(ref_key=1, confidence=conf, stream_start_ms=1000, stream_end_ms=4000,
+                        ref_start_ms=5000, ref_end_ms=8000, speed_ratio=1,
+                        pitch_semitones=pitch, tempo_ratio=tempo)
+        return any(c.kind == "started" for k in range(4)
+                   for c in t.update([grow(w, 1000 * k)], 5000 + 1000 * k))
+
+    # one edit at a time starts at the file matcher's bar: speed, pitch shift, stretch
+    assert starts(1.25, 12 * np.log2(1.25), 0.9)
+    assert starts(1.0, -3.0, 0.9) and starts(0.7, 0.0, 0.9)
+    # a looped passage of other music on a catalog bar at tempo 0.70 and -2 semitones
+    assert not starts(0.6961, -1.99, 0.96)
+    assert starts(0.6961, -1.99, 0.995)
+
+
 def test_a_repeat_of_a_started_match_does_not_start_again() -> None:
     """Music that repeats its bars: the first windows see it on two lines (a repeat and the
     true one). Once one line has started, confirming the other is the same playback: the
