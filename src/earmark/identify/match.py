@@ -8,7 +8,8 @@ chance collisions scatter. The matcher
 
 1. votes on (reference, frequency shift, log scale) in coarse bins;
 2. for each strong cell, finds the densest offset, then fits ``t_ref = a + s · t_query``
-   by least squares on the inliers (twice), which estimates the tempo to ~0.1 %;
+   by least squares on the inliers (twice), which estimates the tempo to ~0.1 %
+   (:mod:`earmark.identify.fit`);
 3. counts the *distinct* reference entries that agree (a reference hash matched from several
    rungs of the speed ladder counts once) and cuts the agreeing query times into segments.
 """
@@ -22,6 +23,7 @@ import numba
 import numpy as np
 
 from earmark.identify.fingerprinter import QueryPrints
+from earmark.identify.fit import detail
 from earmark.identify.hashes import Hashes
 from earmark.index.base import Candidates
 
@@ -97,48 +99,6 @@ def vote_parts(hashes: Hashes, cand: Candidates, params: MatchParams = MatchPara
                            hashes.span, params.min_scale, params.max_scale, params.shift_bin,
                            params.log_scale_bin)
     return VoteParts(hi, scale, o0, t0)
-
-
-def _fit(tq: np.ndarray, tr: np.ndarray, s0: float, tol: float) -> tuple[float, float, np.ndarray]:
-    """Offset and slope of ``tr ≈ a + s·tq`` by densest offset, then least squares."""
-    off = tr - s0 * tq
-    width = max(tol, 2.0)
-    h = np.floor(off / width).astype(np.int64)
-    v = _densest(h)
-    a = float(np.median(off[(h == v) | (h == v + 1)]))
-    s = s0
-    inl = np.abs(off - a) <= 3 * tol
-    for _ in range(2):
-        k = np.count_nonzero(inl)
-        if k >= 4:
-            x = tq[inl]
-            if x.max() - x.min() > 30:
-                A = np.vstack([np.ones(k), x]).T
-                a, s = (float(c) for c in np.linalg.lstsq(A, tr[inl], rcond=None)[0])
-        res = tr - (a + s * tq)
-        inl = np.abs(res) <= tol
-        if inl.any():
-            a += float(np.median(res[inl]))
-    return a, s, inl
-
-
-@numba.njit(cache=True, nogil=True)
-def _densest(h: np.ndarray) -> int:  # pragma: no cover
-    """The value ``v`` of ``h`` with the most entries equal to ``v`` or ``v + 1``; the least."""
-    x = np.sort(h)
-    best, best_n = x[0], -1
-    i = 0
-    while i < x.size:
-        j = i
-        while j < x.size and x[j] == x[i]:
-            j += 1
-        k = j
-        while k < x.size and x[k] == x[i] + 1:
-            k += 1
-        if k - i > best_n:
-            best, best_n = x[i], k - i
-        i = j
-    return best
 
 
 #: a vote cell's rank among the cells examined: ``(-pair score, cell)``, best first
@@ -234,48 +194,28 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     tr = cand.t[sel].astype(np.float64)
     scale = cand.span[sel].astype(np.float64) / h.span[qi]  # in range: checked by the vote
     shift = (h.f[qi] - cand.f[sel]).astype(np.float64)
-    entry = cand.entry[sel]
     ls = np.log2(scale)
     off_c = tr - scale * (tq - tc)
     sb = np.floor(shift / params.shift_bin + 0.5).astype(np.int64)
     lb = np.floor(ls / params.log_scale_bin + 0.5).astype(np.int64)
     ob = np.floor(off_c / params.offset_bin).astype(np.int64) + 1024
-    low = ((sb & 0xFF) << 24) | ((lb & 0xFF) << 16) | (ob & 0xFFFF)
     examined: list[Rank] = [(-int(top_pair[ci]), int(top_cells[ci])) for ci in chosen]
+    grp = top_group[chosen]
+    bounds = np.array([slice_of[int(g)] for g in grp], np.int64).reshape(-1, 2)
+    kept, a, s, shift_est, score, good, cut = detail(
+        top_cells[chosen].astype(np.int64), bounds[:, 0].copy(), bounds[:, 1].copy(), sb, lb,
+        ob, tq, tr, ls, shift, cand.entry[sel].astype(np.int64), params.offset_tol,
+        params.min_inliers)
     results: list[tuple[Rank, Alignment]] = []
-    taken = np.zeros(tq.size, bool)
-    for rank, ci in zip(examined, chosen, strict=True):
-        c = int(top_cells[ci])
-        rk = int(refs[top_group[ci]])
-        sc = _signed8((c >> 24) & 0xFF)
-        lc = _signed8((c >> 16) & 0xFF)
-        oc = (c & 0xFFFF)
-        lo, hi = slice_of[int(top_group[ci])]
-        m = ((np.abs(sb[lo:hi] - sc) <= 1) & (np.abs(lb[lo:hi] - lc) <= 1)
-             & (np.abs(ob[lo:hi] - oc - 0.5) <= 2.5) & ~taken[lo:hi])
-        if m.sum() < params.min_inliers:
-            continue
-        idx = lo + np.flatnonzero(m)
-        idx = idx[np.argsort(low[idx], kind="stable")]  # in cell order, as the fit always had
-        s0 = float(2.0 ** np.median(ls[idx]))
-        a, s, inl = _fit(tq[idx], tr[idx], s0, params.offset_tol)
-        good = idx[inl]
-        score = int(np.unique(entry[good]).size)
-        if score < params.min_inliers:
-            continue
-        taken[good] = True
+    for j, ci in enumerate(kept.tolist()):
         # the same reference at another offset is a different match (a repeat in a medley)
-        shift_est = float(np.median(shift[good]))
-        qt = np.sort(tq[good])
-        results.append((rank, Alignment(
-            ref_key=rk, score=score, offset=a, scale=s, shift=shift_est,
-            segments=_segments(qt, params.gap_s * frame_rate), q_times=qt.astype(np.float32),
-            ref_hits=int(hits[top_group[ci]]))))
+        qt = np.sort(tq[good[cut[j]:cut[j + 1]]])
+        g = int(grp[ci])
+        results.append((examined[ci], Alignment(
+            ref_key=int(refs[g]), score=int(score[j]), offset=float(a[j]), scale=float(s[j]),
+            shift=float(shift_est[j]), segments=_segments(qt, params.gap_s * frame_rate),
+            q_times=qt.astype(np.float32), ref_hits=int(hits[g]))))
     return RankedAlignments(examined, results)
-
-
-def _signed8(v: int) -> int:
-    return v - 256 if v >= 128 else v
 
 
 def _segments(qt: np.ndarray, gap: float) -> list[tuple[float, float]]:
