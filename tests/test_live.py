@@ -244,6 +244,17 @@ def test_state_stays_bounded_on_a_long_stream(catalog: Catalog) -> None:
     assert sizes[-1][2] - sizes[1][2] < 20e6  # no growth with stream length
 
 
+def test_votes_keep_the_hop_when_blocks_fall_a_sample_short(catalog: Catalog) -> None:
+    # a resampler hands out a sample or two fewer or more per block: 20 s of half-second
+    # blocks one sample short must still vote once per second (restarting the count at
+    # every vote voted every 1.5 s), and the same with blocks a sample long
+    for n in (SR // 2 - 1, SR // 2 + 1):
+        m = StreamMatcher(catalog.identifier, hop_s=1.0, talk_over=False)
+        y = music(991, 20.0)
+        votes = sum(m.push(y[i:i + n]) is not None for i in range(0, y.size, n))
+        assert 19 <= votes <= 20
+
+
 def test_ai_suspected_on_a_re_synthesised_stretch_only(library: Library) -> None:
     """A stream whose middle 10 s went through a random transposed-conv decoder (a proxy of
     a neural codec): one ai_suspected, placed on that stretch; real parts raise nothing."""

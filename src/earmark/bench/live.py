@@ -65,7 +65,7 @@ class LiveBenchConfig:
     concurrency_s: float = 60.0
     catalog: Path | None = None
     jobs: int = 2
-    hop_s: float = 1.0
+    hop_s: float = 1.25
     talk_over: bool = True  #: the monitor's search for talk over the music (its default)
     #: the AI detector of the concurrent streams (``earmark monitor``'s default; None: the
     #: catalog alone). The streams are decoded at its rate, as the monitor decodes them

@@ -40,7 +40,7 @@ def monitor(
     no_reconnect: Annotated[bool, typer.Option(
         "--no-reconnect", help="Do not reconnect dropped network streams.")] = False,
     hop_s: Annotated[float, typer.Option("--hop-s", min=0.25, max=5.0,
-                                         help="Seconds between votes.")] = 1.0,
+                                         help="Seconds between votes.")] = 1.25,
     no_talk_over: Annotated[bool, typer.Option(
         "--no-talk-over", help="Skip the search for talk over the music (the speech-mask "
         "probe, ~4 ms per 2 s of audio, and the window's talk-over prints where it finds "

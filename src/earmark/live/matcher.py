@@ -168,9 +168,12 @@ class StreamMatcher:
             gone = self.hops.popleft()
             self._h.drop_to(gone.h_end)
             self._c.drop_to(gone.c_end)
-        if self._pending < (self.hop // 2 if self.eager else self.hop):
+        every = self.hop // 2 if self.eager else self.hop
+        if self._pending < every:
             return None
-        self._pending = 0
+        # keep the remainder: a resampler hands out a few samples more or fewer per block,
+        # and starting again from 0 turned a 1 s hop into 1.5 s every other vote
+        self._pending %= every
         return self.vote()
 
     def vote(self) -> list[WindowMatch]:
@@ -246,7 +249,9 @@ class StreamMatcher:
         # while a match waits for its confirmation, a vote a hop later needs the newest
         # audio's companions too, or the match cannot grow before the next refresh
         every = self.hop if self.eager else TALK_PROBE_S * self.fp.sr
-        if self._audio.n - self._comp_at < every:
+        # (a quarter hop of slack: votes fall a few resampled samples short of the cadence,
+        # and without it a 2 s cadence became 3 s)
+        if self._audio.n - self._comp_at < every - self.hop // 4:
             return self._comp  # None too: no talk found then, asked again at the cadence
         self._comp = None
         self._comp_at = self._audio.n
@@ -266,7 +271,7 @@ class StreamMatcher:
         fp = self.fp
         hop = fp.spec.hop  # type: ignore[attr-defined]
         n_probe = round(TALK_PROBE_S * fp.sr)
-        if self._audio.n - self._probed_at >= n_probe:  # each second of audio probed once
+        if self._audio.n - self._probed_at >= n_probe - self.hop // 4:  # (slack: above)
             probe = self._audio.last(n_probe)
             if probe.size < fp.sr:
                 return None

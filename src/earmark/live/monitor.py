@@ -34,7 +34,7 @@ REBASE_S = 6 * 3600.0  #: seconds of stream after which the matcher takes a new 
 @dataclass(frozen=True)
 class WatchParams:
     window_s: float = 8.0
-    hop_s: float = 1.0
+    hop_s: float = 1.25
     end_after_s: float = 4.0
     update_every_s: float = 5.0
     ai_segment_s: float = 5.0
