@@ -113,6 +113,22 @@ def test_watch_reads_a_fast_file_only_a_few_blocks_ahead(tmp_path: Path) -> None
     assert [e.event for e in events] == ["stream_ended"]
 
 
+def test_watch_stops_while_busy_streams_keep_it_busy(tmp_path: Path) -> None:
+    # streams played in real time in blocks of 0.1 s put one in the loop's queue every
+    # 0.1 s, so it is never idle for long: a stop must still end them all at once
+    from earmark.live.monitor import watch
+
+    path = write_audio(tmp_path / "a.flac", music(4, 30.0))
+    srcs = [AudioSource(str(path), id=f"s{k}", sr=SR, realtime=True, block_s=0.1)
+            for k in range(3)]
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    t0 = time.monotonic()
+    watch(srcs, catalog=None, detector=None, sink=lambda e: None, stop=stop)
+    assert time.monotonic() - t0 < 5.0
+    assert all(s.closed for s in srcs)
+
+
 def test_realtime_paces_blocks_by_stream_time(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "a.flac", music(2, 10.0))
     fake = FakeClock()

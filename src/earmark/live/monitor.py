@@ -248,14 +248,16 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
     for t in threads:
         t.start()
     left = len(srcs)
+    stopping = False
     try:
         while left:
+            if stop is not None and stop.is_set() and not stopping:
+                stopping = True  # (asked on every item: busy streams never leave it idle)
+                for s in srcs:
+                    s.close()
             try:
                 i, item = todo.get(timeout=0.2)
             except queue.Empty:
-                if stop is not None and stop.is_set():
-                    for s in srcs:
-                        s.close()
                 continue
             if item is _READ_DONE:
                 left -= 1
