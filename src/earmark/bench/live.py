@@ -85,7 +85,7 @@ class Detection:
     audio_s: float
     cpu_s: float
     #: each wrong reference's first ``match_started``: reference, stream ms, confidence,
-    #: transform, and where it fell (``lead``, ``music``, ``tail``), with the lead's file
+    #: transform, where it fell (``lead``, ``music``, ``tail``) and that part's file
     wrong: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -148,7 +148,7 @@ def first_detection(cfg: LiveBenchConfig, cat: Catalog, cat_rows: list[dict[str,
     ``tail_s`` more non-catalog music (``non_paths``: held-out tracks without catalog music,
     see :func:`~earmark.bench.identify.duplicates`). A start of another reference over the
     excerpt is checked for a catalog twin: the clean passage scanned as a file finds that
-    reference too, unmodified (:func:`_twin`)."""
+    reference too, under the transform the start implies (:func:`_twin`)."""
     rng = np.random.default_rng(cfg.seed)
     out: list[Detection] = []
     for edit in EDITS:
@@ -198,6 +198,7 @@ def first_detection(cfg: LiveBenchConfig, cat: Catalog, cat_rows: list[dict[str,
 
 def _wrong(e: dict[str, Any], music_ms: int, tail_ms: int, lead: Path,
            tail: Path) -> dict[str, Any]:
+    """A start of another reference, placed by the middle of its first stretch."""
     q = (e["query_start_ms"] + e["query_end_ms"]) // 2
     where = "lead" if q < music_ms else "music" if q < tail_ms else "tail"
     return {"reference_id": e["reference_id"], "stream_ms": e["stream_ms"],
