@@ -276,6 +276,41 @@ def test_ai_suspected_on_a_re_synthesised_stretch_only(library: Library) -> None
     assert 15_000 <= ai[0]["segment_start_ms"] < 25_000 and ai[0]["ai_probability"] >= 0.9
 
 
+def test_companions_refreshed_in_pieces_match_the_whole_window(catalog: Catalog,
+                                                                library: Library) -> None:
+    """While talk goes on, each hop computes companions for its newest seconds only and
+    keeps the older ones: what the window holds then is nearly what one pass over the whole
+    window gives (sorted in time, as the vote's cut needs)."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+
+    talk = synth_speech_like(sr=SR, duration=20.0, rng=np.random.default_rng(5))
+    y = mix_over(music(992, 20.0), talk, 0.0)
+    m = StreamMatcher(catalog.identifier)
+    for i in range(0, y.size, SR // 2):
+        m.push(y[i:i + SR // 2])
+    comp = m._comp
+    assert comp is not None and np.all(np.diff(comp.hashes.t) >= 0)
+    fr = m.fp.frame_rate
+    end = comp.upto
+    start = end - m.window_frames
+    whole = m.fp.talk_over(y[round(start * m.fp.spec.hop):round(end * m.fp.spec.hop)],
+                           gate=0.0)
+    assert whole is not None
+    inner = lambda t: (t >= start + fr) & (t < end - 2 * fr)  # noqa: E731 (edges differ)
+    a = {(int(k), round(float(t))) for k, t in zip(whole.hashes.key, whole.hashes.t + start,
+                                                      strict=True)
+         if inner(t)}
+    b = {(int(k), round(float(t))) for k, t in zip(comp.hashes.key, comp.hashes.t, strict=True)
+         if inner(t)}
+    # two whole-window passes whose starts are 0.5–2 s apart agree on 41–59 % of these
+    # hashes (frame grid, peak thinning and the mask follow the start): a piece is no worse
+    assert len(a & b) >= 0.35 * len(a) and len(b) <= 1.5 * len(a)
+    # and no second of the window is left without its companions at the joins
+    per_s = np.histogram(comp.hashes.t, bins=np.arange(start + fr, end - fr, fr))[0]
+    assert per_s.min() >= 0.4 * np.median(per_s)
+
+
 def test_talk_over_the_music_is_found_through_the_speech_mask(catalog: Catalog,
                                                                library: Library) -> None:
     """Speech-like babble as loud as catalog music: the plain window prints find it late;
