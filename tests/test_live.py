@@ -13,10 +13,11 @@ from conftest import SR, Library, music
 from earmark.identify.fingerprinter import TripletFingerprinter
 from earmark.live.escalate import Escalator, Grace
 from earmark.live.events import LiveEvent
-from earmark.live.matcher import LiveMatch, MatchTracker, StreamMatcher, WindowMatch
+from earmark.live.matcher import StreamMatcher
 from earmark.live.monitor import StreamWatcher
 from earmark.live.prints import StreamPrints
 from earmark.live.sources import Block
+from earmark.live.timeline import LiveMatch, MatchTracker, WindowMatch
 from earmark.moderation.policy import PolicyBody, PolicyVersion, Rule
 from earmark.service.catalog import Catalog
 

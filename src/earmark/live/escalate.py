@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from earmark import __version__
 from earmark.evidence import Evidence
-from earmark.live.matcher import LiveMatch
+from earmark.live.timeline import LiveMatch
 from earmark.moderation.policy import Decision, PolicyVersion, decide
 
 LEVELS = ("warn", "mute", "interrupt")

@@ -23,8 +23,9 @@ import soxr
 from earmark.detect.base import AI_THRESHOLD, SPAN_THRESHOLD, Detector
 from earmark.live.escalate import Escalator, Grace
 from earmark.live.events import LiveEvent, Sink
-from earmark.live.matcher import Change, LiveMatch, MatchTracker, StreamMatcher
+from earmark.live.matcher import StreamMatcher
 from earmark.live.sources import AudioSource, Block, SourceEvent
+from earmark.live.timeline import Change, LiveMatch, MatchTracker
 from earmark.moderation.policy import PolicyVersion
 from earmark.service.catalog import Catalog
 
