@@ -355,8 +355,9 @@ def report(res: Result) -> str:
                      f"{np.median(lat):.2f} s | {np.percentile(lat, 90):.2f} s | "
                      f"{np.median(err):.0f} ms | {twins} / {other} |"
                      if lat else f"| {e.name} | 0/{len(ds)} | – | – | – | – |")
-    lines += ["", "A catalog twin: another reference holds the same passage unmodified (a file "
-              "scan of the clean passage finds it), so its start is right too. Else:"]
+    lines += ["", "A catalog twin: another reference holds the same passage (a file scan of "
+              "the clean passage finds it under the transform the start implies), so its "
+              "start is right too. Else:"]
     lines += [f"- {d.edit}, `{d.reference_id}`: `{w['reference_id']}` at {w['stream_ms']} ms "
               f"({w['where']}{' ' + Path(w['file']).name if w['file'] else ''}), confidence "
               f"{w['confidence']}, tempo {w['tempo_ratio']}, pitch {w['pitch_semitones']}"

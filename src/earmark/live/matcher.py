@@ -18,7 +18,7 @@ The matches go on to :class:`~earmark.live.timeline.MatchTracker`.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -225,8 +225,7 @@ class StreamMatcher:
         cost more and left the newest second out of the votes in between: of two sets of 25
         talk-over streams, 25 were found later, typically by 1.5 s, and 7 sooner.)"""
         assert self._audio is not None
-        # (a quarter hop of slack: votes fall a few resampled samples short of the hop)
-        if self._audio.n - self._comp_at < self.hop - self.hop // 4:
+        if not self._due(self._comp_at, self.hop):
             return self._comp  # None too: no talk found then, asked again at the cadence
         self._comp_at = self._audio.n
         fr = self.fp.frame_rate
@@ -243,8 +242,9 @@ class StreamMatcher:
         h = extra.hashes
         order = np.argsort(h.t, kind="stable")  # _window cuts by time
         t = h.t[order] + np.float32(a)
-        k = order[t >= cut]
-        hs = Hashes(h.key[k], h.t[k] + np.float32(a), h.f[k], h.span[k])
+        fresh = t >= cut
+        k = order[fresh]
+        hs = Hashes(h.key[k], t[fresh], h.f[k], h.span[k])
         new = _Hop(hs, extra.speed[k], self.ident.lookup(hs.key), end, extra.n_peaks)
         if old is not None:
             keep = (old.hashes.t >= start) & (old.hashes.t < cut)
@@ -252,13 +252,20 @@ class StreamMatcher:
         self._comp = new
         return self._comp
 
+    def _due(self, at: int, every: int) -> bool:
+        """Whether ``every`` samples of audio have come since stream sample ``at``, give or
+        take a quarter hop: votes fall a few resampled samples short of their cadence, and
+        without the slack a 2 s cadence became 3 s."""
+        assert self._audio is not None
+        return self._audio.n - at >= every - self.hop // 4
+
     def _talk_over_prints(self, start: float, end: float) -> QueryPrints | None:
         """The window's talk-over companions (window coordinates), or None without talk."""
         assert self._audio is not None
         fp = self.fp
         hop = fp.spec.hop  # type: ignore[attr-defined]
         n_probe = round(TALK_PROBE_S * fp.sr)
-        if self._audio.n - self._probed_at >= n_probe - self.hop // 4:  # (slack: above)
+        if self._due(self._probed_at, n_probe):
             probe = self._audio.last(n_probe)
             if probe.size < fp.sr:
                 return None
@@ -293,11 +300,9 @@ def _subset(h: _Hop, keep: np.ndarray) -> _Hop:
 
 
 def _join(a: _Hop, b: _Hop) -> _Hop:
-    n = len(a.hashes)
-    cb = b.cand
     return _Hop(Hashes.concat([a.hashes, b.hashes]), np.concatenate([a.speed, b.speed]),
-                Candidates.concat([a.cand, Candidates(cb.qidx + n, cb.ref_key, cb.entry, cb.t,
-                                                      cb.f, cb.span)]), b.upto, b.n_peaks)
+                Candidates.concat([a.cand, replace(b.cand, qidx=b.cand.qidx + len(a.hashes))]),
+                b.upto, b.n_peaks)
 
 
 TALK_PROBE_S = 2.0  #: seconds of the newest audio the speech-mask probe of a vote reads

@@ -40,7 +40,6 @@ class WindowMatch:
         return self.ref_start_ms - self.tempo_ratio * self.stream_start_ms
 
 
-
 @dataclass
 class LiveMatch:
     """A match on the stream's timeline, open or closed."""
