@@ -247,8 +247,11 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
 
     Returns
     -------
-    X : np.ndarray [shape=(n, 5)]
-        :func:`calibrate.features` per alignment.
+    X : np.ndarray [shape=(n, 6)] or [shape=(n, 5)]
+        :func:`calibrate.features` per alignment; with reference sketches, only the
+        alignments the identifier verifies (the others are judged by the model without
+        the ``agreement`` feature, as in :meth:`Identifier._decide`), else without the
+        ``agreement`` column.
     y : np.ndarray [shape=(n,)]
         1.0 where right.
     group : np.ndarray [shape=(n,), dtype=int]
@@ -258,19 +261,29 @@ def calibration_set(ident: Identifier, queries: Sequence[Query], key_to_id: dict
     """
     X, y, group, outside = [], [], [], []
     fp = ident.fingerprinter
+    # the plain model with a zero weight on the agreement: the same decisions (so the same
+    # talk-over stage), and the identifier verifies the alignments
+    plain = ident.plain_calibration if ident.calibration.verifies else ident.calibration
+    w = [*plain.weights, *[0.0] * (len(calibrate.FEATURES) - len(plain.weights))]
+    probe = replace(ident, calibration=replace(plain, weights=w))
+    verified = ident.sketches is not None
     for i, q in enumerate(queries):
-        res = ident.identify(_to_8k(q, fp.sr))
+        res = probe.identify(_to_8k(q, fp.sr))
         dur_frames = q.audio.size / q.sr * fp.frame_rate
         for a in res.raw:
+            if verified and a.agreement is None:
+                continue
             pitch = a.shift * 12.0 / fp.bins_per_octave
             X.append(calibrate.features(a.score, res.ref_hits[a.ref_key], runner_up(a, res.raw),
-                                        cover(a, dur_frames), a.scale, pitch))
+                                        cover(a, dur_frames), a.scale, pitch,
+                                        a.agreement or 0.0))
             right = (q.ref_id is not None and key_to_id.get(a.ref_key) == q.ref_id
                      and abs(a.scale / q.tempo - 1.0) <= 0.04 and abs(pitch - q.pitch) <= 0.7)
             y.append(1.0 if right else 0.0)
             group.append(i)
             outside.append(q.ref_id is None)
-    return (np.array(X).reshape(-1, len(calibrate.FEATURES)), np.array(y),
+    d = len(calibrate.FEATURES) - (0 if verified else 1)
+    return (np.array(X).reshape(-1, len(calibrate.FEATURES))[:, :d], np.array(y),
             np.array(group, dtype=np.int64), np.array(outside, dtype=bool))
 
 

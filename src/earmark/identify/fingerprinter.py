@@ -24,6 +24,7 @@ from earmark.identify.spectrogram import (
     padded_log_spectrogram,
     refine_frequency,
 )
+from earmark.identify.verify import QueryView, SketchBuilder
 
 
 @dataclass
@@ -137,6 +138,20 @@ class TripletFingerprinter:
         pk, n = self.reference_peaks(blocks)
         return triplet_hashes(pk, self.hashes), n
 
+    def reference_sketched(self, blocks: Iterable[np.ndarray]
+                           ) -> tuple[Hashes, int, np.ndarray]:
+        """:meth:`reference` and the reference's sketch (:mod:`earmark.identify.verify`),
+        from the same spectrogram in one pass."""
+        ps = PeakStream(self.spec, self.peaks, self.chunk_blocks)
+        ps.sketch = SketchBuilder(self.spec.n_bins)
+        out = [ps.push(b) for b in _nonempty(blocks)]
+        out.append(ps.finish())
+        return triplet_hashes(Peaks.concat(out), self.hashes), ps.n_samples, ps.sketch.finish()
+
+    def view(self, y: np.ndarray, speech_cells: np.ndarray | None = None) -> QueryView:
+        """What verification reads of a query (:class:`~earmark.identify.verify.QueryView`)."""
+        return QueryView.of(log_spectrogram(np.asarray(y, np.float32), self.spec), speech_cells)
+
     # -- queries ----------------------------------------------------------------------------
     def query_peaks(self, y: np.ndarray) -> Peaks:
         """Dense peaks of a query at its own speed."""
@@ -187,8 +202,23 @@ class TripletFingerprinter:
         """
         y = np.asarray(y, np.float32)
         cells = self.speech_cells(y, gate)
-        if cells is None:
-            return None
+        return None if cells is None else self._companions(y, cells)
+
+    def talk_over_view(self, y: np.ndarray) -> tuple[QueryPrints | None, QueryView]:
+        """:meth:`talk_over` (with the usual gate) and the query's
+        :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one
+        spectrogram and one pass of the speech mask."""
+        y = np.asarray(y, np.float32)
+        S = log_spectrogram(y, self.spec)
+        if not self.speech_mask:
+            return None, QueryView.of(S)
+        cells = speech.default_mask().speech_cells(S)
+        view = QueryView.of(S, cells)
+        if speech.coverage(cells, S) < self.speech_gate:
+            return None, view
+        return self._companions(y, cells), view
+
+    def _companions(self, y: np.ndarray, cells: np.ndarray) -> QueryPrints:
         hop, bpo = self.spec.hop, self.spec.bins_per_octave
         return self._ladder(y, lambda yv, v: self.masked_query_peaks(
             yv, speech.warp(cells, v, 1 + yv.size // hop, bpo)))
@@ -253,6 +283,9 @@ class PeakStream:
         self.buf0 = 0
         self.f0 = 0  # first frame not yet emitted
         self.n_samples = 0
+        #: pools the log spectrum of every settled frame into a reference sketch
+        #: (:mod:`earmark.identify.verify`), when set
+        self.sketch: SketchBuilder | None = None
         #: spectra of frames computed already: (log, linear, first frame)
         self._cache: tuple[np.ndarray, np.ndarray, int] = (
             np.zeros((0, spec.n_bins), np.float32),
@@ -277,6 +310,8 @@ class PeakStream:
             g0 = max(0, self.f0 - self.margin)
             g1 = min(n_avail, f1 + self.margin)
             out.append(self._peaks(g0, g1, (self.f0, f1)))
+            if self.sketch is not None:
+                self.sketch.push(self._spectra(g0, g1)[0][self.f0 - g0: f1 - g0])
             self.f0 = f1
             drop = max(0, (self.f0 - self.margin) * hop - self.buf0)
             self.buf, self.buf0 = self.buf[drop:], self.buf0 + drop

@@ -7,7 +7,7 @@ service layer names them and adds their durations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 from earmark.identify.calibrate import Calibration
 from earmark.identify.fingerprinter import Fingerprinter, QueryPrints, TripletFingerprinter
 from earmark.identify.match import Alignment, MatchParams, VoteParts, align
+from earmark.identify.verify import QueryView, agreement
 from earmark.index.base import Candidates, IndexBackend
 
 MIN_QUERY_S = 1.0  #: shorter queries get ``no_match`` / ``too_short``
@@ -65,6 +66,12 @@ class Identifier:
     fingerprinter: Fingerprinter = field(default_factory=TripletFingerprinter)
     params: MatchParams = field(default_factory=MatchParams)
     calibration: Calibration = field(default_factory=Calibration.load)
+    #: reference sketches by key (:mod:`earmark.identify.verify`), for the ``agreement``
+    #: feature; without them (or for prints alone) ``plain_calibration`` decides
+    sketches: Callable[[Sequence[int]], dict[int, np.ndarray]] | None = None
+    plain_calibration: Calibration = field(default_factory=Calibration.load_plain)
+    #: alignments verified per query, best scores first (the rest get agreement 0)
+    verify_top: int = 24
 
     #: a key holding more than this many entries per million in a shard is a stop word
     stop_per_million: float = 75.0
@@ -86,10 +93,11 @@ class Identifier:
             return self.shards[0]
         return None
 
-    def _shards_vote(self, voter: Any, qp: QueryPrints) -> Identification:
+    def _shards_vote(self, voter: Any, qp: QueryPrints, view: QueryView | None = None
+                     ) -> Identification:
         al = voter.align(qp, max_bucket=self._cap(voter), params=self.params,
                          frame_rate=self.fingerprinter.frame_rate)
-        return self._decide(qp, al)
+        return self._decide(qp, al, view)
 
     def identify(self, y: np.ndarray) -> Identification:
         """Identify a mono float32 query at ``fingerprinter.sr``.
@@ -120,24 +128,36 @@ class Identifier:
         # without paying for the mask on music that matched already)
         voter = self._voter()
         if voter is not None:  # the same answer, the vote spread over the shards
-            def plain() -> Identification:
-                return self._shards_vote(voter, qp)
+            def plain(view: QueryView | None) -> Identification:
+                return self._shards_vote(voter, qp, view)
 
-            def joined(extra: QueryPrints) -> Identification:
-                return self._shards_vote(voter, QueryPrints.concat([qp, extra]))
+            def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
+                return self._shards_vote(voter, QueryPrints.concat([qp, extra]), view)
         else:  # the plain candidates are looked up once, the companions' alone
             cand = self.lookup(qp.hashes.key)
 
-            def plain() -> Identification:
-                return self.identify_prints(qp, cand)
+            def plain(view: QueryView | None) -> Identification:
+                return self._decide(qp, align(qp, cand, self.params, fp.frame_rate), view)
 
-            def joined(extra: QueryPrints) -> Identification:
-                return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key))
-        res = plain()
+            def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
+                more = self.lookup(extra.hashes.key)
+                both = QueryPrints.concat([qp, extra])
+                al = align(both, Candidates.concat(
+                    [cand, replace(more, qidx=more.qidx + len(qp.hashes))]),
+                    self.params, fp.frame_rate)
+                return self._decide(both, al, view)
+        verifying = self.sketches is not None and self.calibration.verifies
+        view = fp.view(y) if verifying and hasattr(fp, "view") else None
+        res = plain(view)
         if not staged or res.status == "match":
             return res
-        extra = fp.talk_over(y)  # type: ignore[attr-defined]
-        return res if extra is None else joined(extra)
+        if verifying and hasattr(fp, "talk_over_view"):  # the view without the speech cells
+            extra, view = fp.talk_over_view(y)
+            if extra is None:  # no talk: the plain alignments, verified on the masked view
+                return self._decide(qp, [replace(a, agreement=None) for a in res.raw], view)
+        else:
+            extra = fp.talk_over(y)  # type: ignore[attr-defined]
+        return res if extra is None else joined(extra, view)
 
     def identify_joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
                         more: Candidates) -> Identification:
@@ -160,18 +180,43 @@ class Identifier:
         return self._decide(qp, align(qp, cand, self.params, self.fingerprinter.frame_rate,
                                       parts))
 
-    def _decide(self, qp: QueryPrints, al: list[Alignment]) -> Identification:
-        """Calibrate and threshold a query's alignments."""
+    def verify(self, al: list[Alignment], view: QueryView) -> None:
+        """Set the ``agreement`` of the best ``verify_top`` alignments (by score) with their
+        reference's sketch. The others, and references without a sketch (added before
+        sketches existed), keep None and are judged by ``plain_calibration``."""
+        head = sorted((a for a in al if a.agreement is None), key=lambda a: -a.score)
+        head = head[: self.verify_top]
+        if not head or self.sketches is None:
+            return
+        sk = self.sketches(sorted({a.ref_key for a in head}))
+        for a in head:
+            s = sk.get(a.ref_key)
+            if s is not None:
+                a.agreement = agreement(view, s, a.offset, a.scale, a.shift)
+
+    def _decide(self, qp: QueryPrints, al: list[Alignment], view: QueryView | None = None
+                ) -> Identification:
+        """Verify (given a view), calibrate and threshold a query's alignments.
+
+        A verified alignment is judged by ``calibration``, an unverified one by
+        ``plain_calibration`` when ``calibration`` needs the agreement, each at its own
+        threshold."""
         fp = self.fingerprinter
         dur_ms = round(qp.duration_s * 1000)
         ref_hits = {a.ref_key: a.ref_hits for a in al}
+        if view is not None and self.calibration.verifies:
+            self.verify(al, view)
         matches = []
         for a in al:
             ru = runner_up(a, al)
-            conf = self.calibration.probability(
+            cal = self.calibration
+            if cal.verifies and a.agreement is None:
+                cal = self.plain_calibration
+            conf = cal.probability(
                 a.score, a.ref_hits, ru, cover(a, qp.duration_s * fp.frame_rate),
-                tempo=a.scale, pitch=a.shift * 12.0 / fp.bins_per_octave)
-            if conf >= self.calibration.threshold:
+                tempo=a.scale, pitch=a.shift * 12.0 / fp.bins_per_octave,
+                agreement=a.agreement or 0.0)
+            if conf >= cal.threshold:
                 matches.append(self._to_match(a, conf, ru, dur_ms))
         if not matches:
             return Identification("no_match", "no_candidate", dur_ms, raw=al, ref_hits=ref_hits)

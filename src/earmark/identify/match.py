@@ -58,6 +58,9 @@ class Alignment:
     q_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     #: candidates of the reference in the query, in any cell (the null level of its score)
     ref_hits: int = 0
+    #: spectral agreement with the reference's sketch (:func:`earmark.identify.verify.agreement`),
+    #: once the identifier has verified the alignment
+    agreement: float | None = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from earmark.errors import (
 )
 from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
 from earmark.identify.identifier import Identifier
+from earmark.identify.verify import SketchCache
 from earmark.index.base import IndexItem
 from earmark.index.segments import SegmentIndex
 from earmark.index.sharded import ShardedIndex, ShardLayout, open_local
@@ -216,7 +217,8 @@ class Catalog:
     def identifier(self) -> Identifier:
         """The matcher over this catalog's shard (built on first use)."""
         if self._identifier is None:
-            self._identifier = Identifier(shards=[self.index], fingerprinter=self.fingerprinter)
+            self._identifier = Identifier(shards=[self.index], fingerprinter=self.fingerprinter,
+                                          sketches=SketchCache(self.store.sketches).get)
         return self._identifier
 
     def references_by_key(self, keys: Iterable[int]) -> dict[int, Reference]:
@@ -432,7 +434,7 @@ class _AddRun:
             accepted.append((inp, res))
         if not rows:
             return
-        keys = store.insert_pending(rows)
+        keys = store.insert_pending(rows, [res.sketch for _, res in accepted])
         hop = max(1, round(fp.sr / fp.frame_rate))
         try:
             self.cat.index.add([IndexItem(k, res.hashes, 1 + res.n_samples // hop)

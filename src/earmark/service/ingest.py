@@ -23,6 +23,7 @@ from earmark.audio.decode import SILENCE_PEAK, iter_blocks
 from earmark.errors import FileMissing, InputError, ManifestError, SilentInput
 from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
 from earmark.identify.hashes import Hashes
+from earmark.identify.verify import pack
 
 #: extensions picked up when a folder is added (a file named explicitly is always tried)
 AUDIO_EXTENSIONS = frozenset(
@@ -46,6 +47,9 @@ class FingerprintResult(NamedTuple):
     hashes: Hashes
     n_samples: int
     duration_ms: int
+    #: the reference's packed sketch (:func:`earmark.identify.verify.pack`), when the
+    #: fingerprinter makes one
+    sketch: bytes | None = None
 
 
 @functools.cache
@@ -101,12 +105,17 @@ def fingerprint_file(
                 peak = max(peak, float(np.max(np.abs(b))))
             yield b
 
-    hashes, n = fp.reference(blocks())
+    sketch = None
+    if hasattr(fp, "reference_sketched"):
+        hashes, n, sk = fp.reference_sketched(blocks())
+        sketch = pack(sk)
+    else:
+        hashes, n = fp.reference(blocks())
     if peak < SILENCE_PEAK:
         raise SilentInput(f"{name!r} is silent (peak under -80 dBFS)")
     if len(hashes) == 0:
         raise InputError(f"{name!r} has too little signal to fingerprint (no hashes formed)")
-    return FingerprintResult(sha, hashes, n, round(n * 1000 / sr))
+    return FingerprintResult(sha, hashes, n, round(n * 1000 / sr), sketch)
 
 
 # -- inputs and manifests -------------------------------------------------------------------

@@ -20,7 +20,9 @@ from typing import Any, Literal
 from sqlalchemy import (
     DateTime,
     Engine,
+    ForeignKey,
     Integer,
+    LargeBinary,
     String,
     create_engine,
     delete,
@@ -69,6 +71,20 @@ class Reference(Base):
 
     def __repr__(self) -> str:
         return f"Reference(key={self.key}, id={self.id!r}, status={self.status!r})"
+
+
+class Sketch(Base):
+    """A reference's spectral sketch (:mod:`earmark.identify.verify`), packed 4-bit.
+
+    Written in the transaction that inserts the reference's row and deleted with it; catalogs
+    built before sketches have none, and identify without the ``agreement`` feature.
+    """
+
+    __tablename__ = "sketches"
+
+    key: Mapped[int] = mapped_column(Integer, ForeignKey("references.key", ondelete="CASCADE"),
+                                     primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def _engine(path: Path) -> Engine:
@@ -156,15 +172,29 @@ class CatalogStore:
         )
 
     # -- writes -------------------------------------------------------------------------------
-    def insert_pending(self, rows: Sequence[Reference]) -> list[int]:
-        """Insert ``rows`` as ``pending`` in one transaction; returns their new keys."""
+    def insert_pending(self, rows: Sequence[Reference],
+                       sketches: Sequence[bytes | None] = ()) -> list[int]:
+        """Insert ``rows`` as ``pending`` in one transaction, with their packed sketches
+        (``sketches[i]`` of ``rows[i]``; None or missing: none); returns their new keys."""
         with self.session() as s:
             for r in rows:
                 r.status = PENDING
                 s.add(r)
             s.flush()
             keys = [r.key for r in rows]
+            for k, blob in zip(keys, sketches, strict=False):
+                if blob is not None:
+                    s.add(Sketch(key=k, data=blob))
         return keys
+
+    def sketches(self, keys: Iterable[int]) -> dict[int, bytes]:
+        """Packed sketches of the references ``keys`` that have one."""
+        keys = sorted({int(k) for k in keys})
+        if not keys:
+            return {}
+        with self._sessions() as s:
+            rows = s.execute(select(Sketch.key, Sketch.data).where(Sketch.key.in_(keys))).all()
+        return {int(k): bytes(d) for k, d in rows}
 
     def set_status(self, keys: Iterable[int], status: Status) -> int:
         keys = [int(k) for k in keys]
@@ -179,6 +209,7 @@ class CatalogStore:
         if not keys:
             return 0
         with self.session() as s:
+            s.execute(delete(Sketch).where(Sketch.key.in_(keys)))
             res = s.execute(delete(Reference).where(Reference.key.in_(keys)))
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
