@@ -204,6 +204,14 @@ class TripletFingerprinter:
         cells = self.speech_cells(y, gate)
         return None if cells is None else self._companions(y, cells)
 
+    def speech_view(self, y: np.ndarray) -> QueryView:
+        """The query's view with the cells the speech mask gives to speech left out (all
+        of them, no gate)."""
+        y = np.asarray(y, np.float32)
+        S = log_spectrogram(y, self.spec)
+        cells = speech.default_mask().speech_cells(S) if self.speech_mask else None
+        return QueryView.of(S, cells)
+
     def talk_over_view(self, y: np.ndarray) -> tuple[QueryPrints | None, QueryView]:
         """:meth:`talk_over` (with the usual gate) and the query's
         :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one

@@ -154,7 +154,7 @@ class Identifier:
         if verifying and hasattr(fp, "talk_over_view"):  # the view without the speech cells
             extra, view = fp.talk_over_view(y)
             if extra is None:  # no talk: the plain alignments, verified on the masked view
-                return self._decide(qp, [replace(a, agreement=None) for a in res.raw], view)
+                return self.reverify(qp, res, view)
         else:
             extra = fp.talk_over(y)  # type: ignore[attr-defined]
         return res if extra is None else joined(extra, view)
@@ -179,6 +179,11 @@ class Identifier:
         """
         return self._decide(qp, align(qp, cand, self.params, self.fingerprinter.frame_rate,
                                       parts))
+
+    def reverify(self, qp: QueryPrints, res: Identification, view: QueryView) -> Identification:
+        """``res`` (of the prints ``qp``) decided again with its alignments verified on
+        ``view`` (the live matcher's talk-over windows; a file query without talk)."""
+        return self._decide(qp, [replace(a, agreement=None) for a in res.raw], view)
 
     def verify(self, al: list[Alignment], view: QueryView) -> None:
         """Set the ``agreement`` of the best ``verify_top`` alignments (by score) with their

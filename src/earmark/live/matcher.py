@@ -24,7 +24,7 @@ import numpy as np
 
 from earmark.identify.fingerprinter import QueryPrints
 from earmark.identify.hashes import Hashes
-from earmark.identify.identifier import MIN_QUERY_S, Identifier, RefMatch
+from earmark.identify.identifier import MIN_QUERY_S, Identification, Identifier, RefMatch
 from earmark.identify.match import VoteParts, vote_parts
 from earmark.index.base import Candidates
 from earmark.live.buffers import Rows, Tail
@@ -191,6 +191,9 @@ class StreamMatcher:
                     extra = QueryPrints(hashes=eh, speed=es, duration_s=qp.duration_s,
                                         n_peaks=comp.n_peaks)
                     found = self.ident.identify_joined(qp, cand, extra, ec)
+                    if found.status != "match":
+                        found = self._verified(QueryPrints.concat([qp, extra]), found,
+                                               start, end)
         t0 = round(start / fr * 1000)
         return [_on_stream(m, t0) for m in found.matches]
 
@@ -251,6 +254,22 @@ class StreamMatcher:
             new = _join(_subset(old, keep), new)
         self._comp = new
         return self._comp
+
+    def _verified(self, qp: QueryPrints, found: Identification, start: float, end: float
+                  ) -> Identification:
+        """A talk-over window's alignments verified against their references' sketches
+        (the identifier's ``agreement``, on the window with its speech cells left out), when
+        the confidence model reads it and the catalog has sketches."""
+        ident, fp = self.ident, self.fp
+        if (not found.raw or ident.sketches is None or not ident.calibration.verifies
+                or self._audio is None or not hasattr(fp, "talk_over_view")):
+            return found
+        hop = fp.spec.hop  # type: ignore[attr-defined]
+        seg = self._audio.span(round(start * hop), round(end * hop))
+        if seg.size < MIN_QUERY_S * fp.sr:
+            return found
+        view = fp.speech_view(seg)  # type: ignore[attr-defined]
+        return ident.reverify(qp, found, view)
 
     def _due(self, at: int, every: int) -> bool:
         """Whether ``every`` samples of audio have come since stream sample ``at``, give or

@@ -497,6 +497,7 @@ def stats(*, catalog: Catalog) -> dict[str, Any]:
     ix = catalog.index.stats()
     hours = ms / 3_600_000
     fp = catalog.fingerprinter
+    sk = catalog.store.sketch_bytes()
     return {
         "references": n,
         "audio_seconds": round(ms / 1000, 3),
@@ -505,6 +506,11 @@ def stats(*, catalog: Catalog) -> dict[str, Any]:
         "segments": ix.segments,
         "db_bytes": catalog.store.db_bytes(),
         "index_mb_per_hour": round(ix.index_bytes / 1e6 / hours, 3) if hours > 0 else None,
+        #: the references' sketches (in the database), and what hashes and sketches take
+        #: together per audio hour
+        "sketch_bytes": sk,
+        "prints_mb_per_hour": (round((ix.index_bytes + sk) / 1e6 / hours, 3)
+                               if hours > 0 else None),
         "fingerprinter": fp.name,
         "fingerprinter_version": fp.version,
         "index_backend": catalog.index.name,

@@ -163,6 +163,12 @@ class CatalogStore:
             n, ms = s.execute(q.where(Reference.status == READY)).one()
         return int(n), int(ms)
 
+    def sketch_bytes(self) -> int:
+        """Bytes of the packed sketches of all references."""
+        with self._sessions() as s:
+            return int(s.execute(select(func.coalesce(func.sum(func.length(Sketch.data)), 0))
+                                 ).scalar_one())
+
     def db_bytes(self) -> int:
         """Size on disk of the database with its WAL and shared-memory files."""
         return sum(
