@@ -72,18 +72,19 @@ def test_reference_sketched_gives_the_same_hashes(music: list[np.ndarray]) -> No
     assert abs(len(sk) - cells) <= 2  # one cell per 8 frames (128 ms)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(start_s=st.floats(2.0, 20.0))
 def test_agreement_peaks_at_the_right_offset(music: list[np.ndarray],
                                              sketches: list[np.ndarray], start_s: float) -> None:
-    """A 5 s excerpt agrees with its reference at its own offset, not 1 s off, and not with
+    """A 5 s excerpt agrees with its reference at its own offset, less 0.3 s off (the
+    generated pieces repeat bar by bar, so whole beats off can agree too), and not with
     another piece."""
     i0 = round(start_s * SR)
     view = FP.view(music[0][i0: i0 + 5 * SR])
     at = i0 / HOP
     right = agreement(view, sketches[0], at, 1.0, 0.0)
     assert right > 0.6
-    assert agreement(view, sketches[0], at + SR / HOP, 1.0, 0.0) < right - 0.3
+    assert agreement(view, sketches[0], at + 0.3 * SR / HOP, 1.0, 0.0) < right - 0.15
     assert agreement(view, sketches[1], at, 1.0, 0.0) < 0.4
 
 
@@ -170,3 +171,21 @@ def test_identifier_verifies_with_a_six_feature_model(
     assert res.status == "match" and res.matches[0].ref_key == 2
     assert all(a.agreement is None for a in res.raw if a.ref_key == 2)
     idx.close()
+
+
+def test_sketch_cache_keeps_to_its_memory_budget() -> None:
+    blobs = {k: pack(np.full((100, 30), k % 7, np.int8)) for k in range(1, 11)}
+    loads: list[list[int]] = []
+
+    def load(keys):  # type: ignore[no-untyped-def]
+        loads.append(list(keys))
+        return {k: blobs[k] for k in keys if k in blobs}
+
+    cache = SketchCache(load, max_bytes=3 * 100 * 30)
+    for k in range(1, 11):
+        assert cache.get([k])[k][0, 0] == k % 7
+    assert cache._bytes <= 3 * 100 * 30
+    assert set(cache.get([10, 99])) == {10}  # a key without a sketch is not an error
+    n = len(loads)
+    cache.get([99])  # ... and is not asked for again
+    assert len(loads) == n

@@ -182,13 +182,15 @@ def agreement(view: QueryView, sketch: np.ndarray, offset: float, scale: float, 
 
 class SketchCache:
     """Unpacked sketches by reference key, loaded on demand from ``load`` (a store's
-    ``sketches``), the ``max_items`` most recently used kept in memory. Keys are never
-    reused, so an entry of a removed reference is only dead weight."""
+    ``sketches``), the most recently used kept in memory up to ``max_bytes`` (a 4-minute
+    reference takes ~56 kB unpacked). Keys are never reused, so an entry of a removed
+    reference is only dead weight."""
 
     def __init__(self, load: Callable[[Iterable[int]], dict[int, bytes]],
-                 max_items: int = 4096) -> None:
+                 max_bytes: int = 64 << 20) -> None:
         self.load = load
-        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._items: OrderedDict[int, np.ndarray] = OrderedDict()
         self._missing: set[int] = set()
 
@@ -200,6 +202,7 @@ class SketchCache:
             for k in want:
                 if k in got:
                     self._items[k] = unpack(got[k])
+                    self._bytes += self._items[k].nbytes
                 else:
                     self._missing.add(k)
         out = {}
@@ -207,6 +210,6 @@ class SketchCache:
             if k in self._items:
                 self._items.move_to_end(k)
                 out[k] = self._items[k]
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        while self._bytes > self.max_bytes and len(self._items) > len(out):
+            self._bytes -= self._items.popitem(last=False)[1].nbytes
         return out
