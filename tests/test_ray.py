@@ -23,12 +23,14 @@ from earmark.audio import effects
 from earmark.audio.decode import decode
 from earmark.identify.hashes import Hashes
 from earmark.identify.identifier import Identifier
+from earmark.identify.verify import SketchCache
 from earmark.index.base import IndexItem
 from earmark.index.segments import SegmentIndex
 from earmark.index.sharded import ShardedIndex, ShardLayout
 from earmark.service.catalog import add_references, open_catalog
 from earmark.service.scan import scan_paths
 from earmark.service.shards import reshard_catalog
+from earmark.store.catalog import CatalogStore
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'earmark[ray]'")
 
@@ -177,7 +179,9 @@ def test_a_shard_actor_killed_mid_batch_loses_and_spoils_no_answer(
     home = _resharded(music, 2)
     idx = open_ray(home / "index", fingerprint=f"{fp.name}-{fp.version}", replicas=replicas)
     try:
-        ident = Identifier(shards=[idx], fingerprinter=fp)
+        # the references' sketches come from the catalog database, as Catalog.identifier's
+        store = CatalogStore(home / "catalog.sqlite")
+        ident = Identifier(shards=[idx], fingerprinter=fp, sketches=SketchCache(store.sketches).get)
         batch = music["arrays"] * 3
         got: list[tuple] = []
         started = threading.Event()
