@@ -70,7 +70,8 @@ class Identifier:
     #: feature; without them (or for prints alone) ``plain_calibration`` decides
     sketches: Callable[[Sequence[int]], dict[int, np.ndarray]] | None = None
     plain_calibration: Calibration = field(default_factory=Calibration.load_plain)
-    #: alignments verified per query, best scores first (the rest get agreement 0)
+    #: alignments verified per query, best scores first (the rest are judged by
+    #: ``plain_calibration``)
     verify_top: int = 24
 
     #: a key holding more than this many entries per million in a shard is a stop word
