@@ -121,16 +121,18 @@ class Calibration:
     def load(path: str | Path | None = None) -> Calibration:
         """A saved model; by default the package's (``calibration.json``)."""
         if path is None:
-            text = resources.files("earmark.identify").joinpath("calibration.json").read_text()
-        else:
-            text = Path(path).read_text()
-        return Calibration(**json.loads(text))
+            return Calibration._packaged("calibration.json")
+        return Calibration(**json.loads(Path(path).read_text()))
 
     @staticmethod
     def load_plain() -> Calibration:
         """The package's model without the ``agreement`` feature, for catalogs and callers
         that have no reference sketches (catalogs built before sketches, the live matcher)."""
-        text = resources.files("earmark.identify").joinpath("calibration-plain.json").read_text()
+        return Calibration._packaged("calibration-plain.json")
+
+    @staticmethod
+    def _packaged(name: str) -> Calibration:
+        text = resources.files("earmark.identify").joinpath(name).read_text()
         return Calibration(**json.loads(text))
 
 

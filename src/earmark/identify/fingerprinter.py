@@ -163,12 +163,14 @@ class TripletFingerprinter:
         """Cells of the query's spectrogram that speech dominates, or None when the speech
         mask is off or covers less than ``gate`` (default ``speech_gate``) of the audible
         cells."""
-        if not self.speech_mask:
-            return None
-        S = log_spectrogram(y, self.spec)
-        cells = speech.default_mask().speech_cells(S)
+        S, cells = self._speech(y)
         gate = self.speech_gate if gate is None else gate
-        return cells if speech.coverage(cells, S) >= gate else None
+        return cells if cells is not None and speech.coverage(cells, S) >= gate else None
+
+    def _speech(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The query's log spectrogram and its speech cells (None: the mask is off)."""
+        S = log_spectrogram(np.asarray(y, np.float32), self.spec)
+        return S, speech.default_mask().speech_cells(S) if self.speech_mask else None
 
     def masked_query_peaks(self, y: np.ndarray, cells: np.ndarray) -> Peaks:
         """Dense peaks of ``y`` among the cells that ``cells`` (speech) leaves to the music."""
@@ -207,22 +209,16 @@ class TripletFingerprinter:
     def speech_view(self, y: np.ndarray) -> QueryView:
         """The query's view with the cells the speech mask gives to speech left out (all
         of them, no gate)."""
-        y = np.asarray(y, np.float32)
-        S = log_spectrogram(y, self.spec)
-        cells = speech.default_mask().speech_cells(S) if self.speech_mask else None
-        return QueryView.of(S, cells)
+        return QueryView.of(*self._speech(y))
 
     def talk_over_view(self, y: np.ndarray) -> tuple[QueryPrints | None, QueryView]:
         """:meth:`talk_over` (with the usual gate) and the query's
         :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one
         spectrogram and one pass of the speech mask."""
         y = np.asarray(y, np.float32)
-        S = log_spectrogram(y, self.spec)
-        if not self.speech_mask:
-            return None, QueryView.of(S)
-        cells = speech.default_mask().speech_cells(S)
+        S, cells = self._speech(y)
         view = QueryView.of(S, cells)
-        if speech.coverage(cells, S) < self.speech_gate:
+        if cells is None or speech.coverage(cells, S) < self.speech_gate:
             return None, view
         return self._companions(y, cells), view
 

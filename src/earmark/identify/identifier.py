@@ -138,15 +138,11 @@ class Identifier:
             cand = self.lookup(qp.hashes.key)
 
             def plain(view: QueryView | None) -> Identification:
-                return self._decide(qp, align(qp, cand, self.params, fp.frame_rate), view)
+                return self.identify_prints(qp, cand, view=view)
 
             def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
-                more = self.lookup(extra.hashes.key)
-                both = QueryPrints.concat([qp, extra])
-                al = align(both, Candidates.concat(
-                    [cand, replace(more, qidx=more.qidx + len(qp.hashes))]),
-                    self.params, fp.frame_rate)
-                return self._decide(both, al, view)
+                return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key),
+                                            view=view)
         verifying = self.sketches is not None and self.calibration.verifies
         view = fp.view(y) if verifying and hasattr(fp, "view") else None
         res = plain(view)
@@ -161,25 +157,27 @@ class Identifier:
         return res if extra is None else joined(extra, view)
 
     def identify_joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
-                        more: Candidates) -> Identification:
+                        more: Candidates, *, view: QueryView | None = None) -> Identification:
         """:meth:`identify_prints` over two passes of one query joined: ``qp`` with its
         candidates ``cand``, and ``extra`` (the talk-over companions) with ``more``, whose
         ``qidx`` index ``extra``'s hashes. The same as one pass over both sets of hashes."""
         more = replace(more, qidx=more.qidx + len(qp.hashes))
         return self.identify_prints(QueryPrints.concat([qp, extra]),
-                                    Candidates.concat([cand, more]))
+                                    Candidates.concat([cand, more]), view=view)
 
     def identify_prints(self, qp: QueryPrints, cand: Candidates,
-                        parts: VoteParts | None = None) -> Identification:
+                        parts: VoteParts | None = None, *, view: QueryView | None = None
+                        ) -> Identification:
         """Align, calibrate and threshold a query's prints and their index candidates.
 
         The second half of :meth:`identify`, for callers that fingerprint and look up
         themselves (the live monitor keeps both incrementally, with the candidates' vote
         ``parts``). Times are in ``qp``'s own coordinates; ``qp.duration_s`` is the query
         length; hashes at negative times are not part of the query (see :func:`align`).
+        With a ``view``, the alignments are verified against their references' sketches.
         """
         return self._decide(qp, align(qp, cand, self.params, self.fingerprinter.frame_rate,
-                                      parts))
+                                      parts), view)
 
     def reverify(self, qp: QueryPrints, res: Identification, view: QueryView) -> Identification:
         """``res`` (of the prints ``qp``) decided again with its alignments verified on
