@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from conftest import needs_ffmpeg
-from earmark.audio.decode import decode, iter_blocks, probe
+from earmark.audio.decode import MonoResampler, decode, iter_blocks, probe
 from earmark.audio.generators import tone
 from earmark.errors import (
     CorruptInput,
@@ -117,3 +118,37 @@ def test_hostile_file_names(tmp_path: Path) -> None:
     for name in ("-leading dash.wav", "spaces and ünïcødé ♫.wav", "semi;colon'quote\".wav"):
         p = _encode(tmp_path / name, y, 8000, ENCODERS["wav"])
         assert decode(p, 8000).size == 16000
+
+
+def _frames(y: np.ndarray, sr: int, fmt: str, layout: str, n: int) -> list[av.AudioFrame]:
+    """``y`` (mono, float in [-1, 1]) cut into ``n``-sample PyAV frames of a format."""
+    out = []
+    for i in range(0, y.size, n):
+        x = y[i: i + n]
+        chans = 2 if layout == "stereo" else 1
+        if fmt == "s16":  # packed: one plane of interleaved channels
+            a = np.repeat((x * 32767).astype(np.int16), chans)[None, :]
+        else:  # fltp: one plane per channel
+            a = np.repeat(x.astype(np.float32)[None, :], chans, axis=0)
+        f = av.AudioFrame.from_ndarray(a, format=fmt, layout=layout)
+        f.sample_rate = sr
+        out.append(f)
+    return out
+
+
+def test_mono_resampler_batches_small_frames_and_follows_format_changes() -> None:
+    """Frames of 576 samples, then the format, layout and rate change mid-stream: every
+    sample comes out once, at the output rate, with the tone's frequency kept."""
+    f0 = 440.0
+    a = tone(f0, sr=44100, duration=1.5).astype(np.float32)
+    b = tone(f0, sr=22050, duration=1.0).astype(np.float32)
+    mono = MonoResampler(8000, batch_s=0.25)
+    out: list[np.ndarray] = []
+    for fr in _frames(a, 44100, "s16", "stereo", 576) + _frames(b, 22050, "fltp", "mono", 300):
+        out += mono.push(fr)
+    out += mono.flush()
+    y = np.concatenate(out)
+    assert abs(y.size - 2.5 * 8000) <= 16
+    spec = np.abs(np.fft.rfft(y[2000:18000]))
+    assert abs(np.argmax(spec) * 8000 / 16000 - f0) <= 1.0
+    assert mono.flush() == []  # nothing held after the end
