@@ -339,3 +339,19 @@ def test_talk_over_gate_can_be_set_by_the_caller(refs: list[np.ndarray]) -> None
     extra = FP.talk_over(y, gate=0.0)
     assert extra is not None and len(extra.hashes) > 0
     assert (FP.speech_cells(y, gate=0.0) is not None) and FP.speech_cells(y, gate=1.01) is None
+
+
+def test_rungs_in_threads_give_the_hashes_of_rungs_in_turn(refs: list[np.ndarray]) -> None:
+    """The speed ladder fingerprinted on two threads (the default on a multi-core machine)
+    gives the same prints, in the same order, as one thread — plain and talk-over alike."""
+    y = refs[0][5 * SR: 10 * SR] + 0.8 * synth_speech_like(
+        sr=SR, duration=5.0, rng=np.random.default_rng(3))[: 5 * SR]
+    y = y.astype(np.float32)
+    one = TripletFingerprinter(threads=1)
+    two = replace(one, threads=2)
+    for a, b in ((one.query_plain(y), two.query_plain(y)),
+                 (one.talk_over(y, gate=0.0), two.talk_over(y, gate=0.0))):
+        assert a is not None and b is not None and len(a.hashes) > 100
+        assert np.array_equal(a.hashes.key, b.hashes.key)
+        assert np.array_equal(a.hashes.t, b.hashes.t) and np.array_equal(a.speed, b.speed)
+        assert a.n_peaks == b.n_peaks

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from earmark.identify.fingerprinter import QueryPrints
+from earmark.identify.fingerprinter import QueryPrints, TripletFingerprinter
 from earmark.identify.hashes import Hashes
 from earmark.identify.identifier import MIN_QUERY_S, Identification, Identifier, RefMatch
 from earmark.identify.match import VoteParts, vote_parts
@@ -91,7 +91,10 @@ class StreamMatcher:
                  provisional_speeds: tuple[float, float] = (0.75, 1.34),
                  talk_over: bool = True) -> None:
         self.ident = identifier
-        self.fp = identifier.fingerprinter
+        # one thread: a monitor process carries many streams on its core, and a live window
+        # waits for no one (the rung threads of a file query buy latency for CPU)
+        fp = identifier.fingerprinter
+        self.fp = replace(fp, threads=1) if isinstance(fp, TripletFingerprinter) else fp
         searches = talk_over and hasattr(self.fp, "talk_over") and bool(
             getattr(self.fp, "speech_mask", False))
         keep_s = window_s + TALK_PROBE_S + 2.0
