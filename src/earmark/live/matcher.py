@@ -293,7 +293,7 @@ class StreamMatcher:
         fp = self.fp
         hop = fp.spec.hop  # type: ignore[attr-defined]
         n_probe = round(TALK_PROBE_S * fp.sr)
-        if self._due(self._probed_at, n_probe):
+        if self._due(self._probed_at, round(TALK_PROBE_EVERY_S * fp.sr)):
             probe = self._audio.last(n_probe)
             if probe.size < fp.sr:
                 return None
@@ -338,6 +338,7 @@ def _join(a: _Hop, b: _Hop) -> _Hop:
 
 
 TALK_PROBE_S = 2.0  #: seconds of the newest audio the speech-mask probe of a vote reads
+TALK_PROBE_EVERY_S = 2.0  #: seconds of audio between two probes
 
 
 def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candidates]:
