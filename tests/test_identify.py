@@ -355,3 +355,27 @@ def test_rungs_in_threads_give_the_hashes_of_rungs_in_turn(refs: list[np.ndarray
         assert np.array_equal(a.hashes.key, b.hashes.key)
         assert np.array_equal(a.hashes.t, b.hashes.t) and np.array_equal(a.speed, b.speed)
         assert a.n_peaks == b.n_peaks
+
+
+def test_threaded_lookup_gives_the_rows_and_answer_of_one_pass(
+        ident: Identifier, refs: list[np.ndarray]) -> None:
+    """Looking up and parting the query's hashes in two halves on two threads gives the
+    candidates and vote parts of one pass, row for row, and so the same identification."""
+    from earmark.identify.match import vote_parts
+
+    y = effects.speed(refs[2][4 * SR: 14 * SR], SR, 1.2).astype(np.float32)
+    one = replace(ident, fingerprinter=replace(FP, threads=1))
+    two = replace(ident, fingerprinter=replace(FP, threads=2))
+    qp = one.fingerprinter.query_plain(y)
+    assert len(qp.hashes) > 4096  # two parts
+    cand = one.lookup(qp.hashes.key)
+    parts = vote_parts(qp.hashes, cand, one.params)
+    c2, p2 = two.lookup_parts(qp.hashes)
+    for a in ("qidx", "ref_key", "entry", "t", "f", "span"):
+        assert np.array_equal(getattr(cand, a), getattr(c2, a)), a
+    for a in ("hi", "scale", "o0"):
+        assert np.array_equal(getattr(parts, a), getattr(p2, a)), a
+    r1, r2 = one.identify(y), two.identify(y)
+    assert r1.status == "match" and r1.matches[0].ref_key == 2
+    assert [(m.ref_key, m.confidence, m.score) for m in r1.matches] == \
+        [(m.ref_key, m.confidence, m.score) for m in r2.matches]

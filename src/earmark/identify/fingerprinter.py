@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import soxr
@@ -251,7 +251,10 @@ class TripletFingerprinter:
             h.f = h.f + np.float32(np.log2(v) * bpo)
             return len(pk), h
 
-        done = _in_threads(rung, self.ladder, self.threads)
+        # the slowest rungs, the longest audio, start first
+        order = sorted(self.ladder)
+        got = dict(zip(order, in_threads(rung, order, self.threads), strict=True))
+        done = [got[v] for v in self.ladder]
         parts = [h for _, h in done]
         return QueryPrints(
             hashes=Hashes.concat(parts),
@@ -265,22 +268,23 @@ class TripletFingerprinter:
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  #: (pid, workers, pool)
 _POOL_LOCK = threading.Lock()
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
-def _in_threads(fn: Callable[[float], tuple[int, Hashes]], speeds: Sequence[float],
-                threads: int) -> list[tuple[int, Hashes]]:
-    """``[fn(v) for v in speeds]``, on up to ``threads`` threads of a pool shared by the
-    process (made again in a forked child, where the parent's threads do not run). The
-    slowest rungs, the longest audio, start first."""
-    if threads <= 1 or len(speeds) <= 1:
-        return [fn(v) for v in speeds]
+def in_threads(fn: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
+    """``[fn(x) for x in items]``, on up to ``threads`` threads of a pool shared by the
+    process (made again in a forked child, where the parent's threads do not run). Items
+    start in the order given. Not re-entrant: ``fn`` must not call it again."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < threads:
-            _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, "earmark-rungs"))
+            _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, "earmark-query"))
         pool = _POOL[2]
-    futs = {v: pool.submit(fn, v) for v in sorted(speeds)}
-    return [futs[v].result() for v in speeds]
+    futs = [pool.submit(fn, x) for x in items]
+    return [f.result() for f in futs]
 
 
 class PeakStream:

@@ -14,8 +14,14 @@ from typing import Any
 import numpy as np
 
 from earmark.identify.calibrate import Calibration
-from earmark.identify.fingerprinter import Fingerprinter, QueryPrints, TripletFingerprinter
-from earmark.identify.match import Alignment, MatchParams, VoteParts, align
+from earmark.identify.fingerprinter import (
+    Fingerprinter,
+    QueryPrints,
+    TripletFingerprinter,
+    in_threads,
+)
+from earmark.identify.hashes import Hashes
+from earmark.identify.match import Alignment, MatchParams, VoteParts, align, vote_parts
 from earmark.identify.verify import QueryView, agreement
 from earmark.index.base import Candidates, IndexBackend
 
@@ -82,6 +88,31 @@ class Identifier:
         """Fan the keys out to every shard and concatenate what they return."""
         return Candidates.concat([s.lookup(keys, max_bucket=self._cap(s)) for s in self.shards])
 
+    def lookup_parts(self, hashes: Hashes) -> tuple[Candidates, VoteParts]:
+        """:meth:`lookup` of the hashes' keys and the candidates' :func:`vote_parts`, on
+        the fingerprinter's threads: the hashes in consecutive parts, each looked up and
+        parted on its own (keys are looked up one by one and a candidate's parts are its
+        own, so the rows are the ones of one pass; their order too where a shard is one
+        segment, as catalogs are once ``catalog add`` has merged them)."""
+        n = len(hashes)
+        threads = min(getattr(self.fingerprinter, "threads", 1), n // 2048 + 1)
+        cuts = np.linspace(0, n, threads + 1).astype(np.int64)
+
+        def part(i: int) -> tuple[Candidates, VoteParts]:
+            a, b = int(cuts[i]), int(cuts[i + 1])
+            c = self.lookup(hashes.key[a:b])
+            c = replace(c, qidx=c.qidx + a)
+            return c, vote_parts(hashes, c, self.params)
+
+        done = in_threads(part, range(threads), threads)
+        if len(done) == 1:
+            return done[0]
+        ps = [p for _, p in done]
+        return (Candidates.concat([c for c, _ in done]),
+                VoteParts(np.concatenate([p.hi for p in ps]),
+                          np.concatenate([p.scale for p in ps]),
+                          np.concatenate([p.o0 for p in ps])))
+
     def _cap(self, shard: IndexBackend) -> int:
         """The stop-word cap of a backend: entries per million, at least ``min_stop``."""
         entries = shard.entries if hasattr(shard, "entries") else shard.stats().entries
@@ -135,10 +166,10 @@ class Identifier:
             def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
                 return self._shards_vote(voter, QueryPrints.concat([qp, extra]), view)
         else:  # the plain candidates are looked up once, the companions' alone
-            cand = self.lookup(qp.hashes.key)
+            cand, parts = self.lookup_parts(qp.hashes)
 
             def plain(view: QueryView | None) -> Identification:
-                return self.identify_prints(qp, cand, view=view)
+                return self.identify_prints(qp, cand, parts, view=view)
 
             def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
                 return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key),
