@@ -90,11 +90,14 @@ class StreamMatcher:
                  hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
                  provisional_speeds: tuple[float, float] = (0.75, 1.34),
                  talk_over: bool = True) -> None:
-        self.ident = identifier
         # one thread: a monitor process carries many streams on its core, and a live window
-        # waits for no one (the rung threads of a file query buy latency for CPU)
+        # waits for no one (the threads of a file query buy latency for CPU)
         fp = identifier.fingerprinter
-        self.fp = replace(fp, threads=1) if isinstance(fp, TripletFingerprinter) else fp
+        if isinstance(fp, TripletFingerprinter) and fp.threads > 1:
+            fp = replace(fp, threads=1)
+            identifier = replace(identifier, fingerprinter=fp)
+        self.ident = identifier
+        self.fp = fp
         searches = talk_over and hasattr(self.fp, "talk_over") and bool(
             getattr(self.fp, "speech_mask", False))
         keep_s = window_s + TALK_PROBE_S + 2.0
