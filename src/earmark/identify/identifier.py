@@ -21,22 +21,12 @@ from earmark.identify.fingerprinter import (
     in_threads,
 )
 from earmark.identify.hashes import Hashes
-from earmark.identify.match import (
-    Alignment,
-    MatchParams,
-    RankedAlignments,
-    VoteParts,
-    align,
-    align_ranked,
-    merge_ranked,
-    vote_parts,
-)
+from earmark.identify.match import Alignment, MatchParams, VoteParts, align, vote_parts
 from earmark.identify.verify import QueryView, agreement
 from earmark.index.base import Candidates, IndexBackend
 
 MIN_QUERY_S = 1.0  #: shorter queries get ``no_match`` / ``too_short``
 MIN_PEAKS_PER_S = 1.0  #: fewer peaks per second than this is ``too_little_signal``
-SPLIT_VOTE_MIN = 50_000  #: candidates from which a query's vote is split over two threads
 PURE_SPEED_TOL = 0.3  #: semitones: pitch within this of 12·log2(tempo) is a plain speed change
 
 
@@ -217,29 +207,8 @@ class Identifier:
         length; hashes at negative times are not part of the query (see :func:`align`).
         With a ``view``, the alignments are verified against their references' sketches.
         """
-        return self._decide(qp, self._align(qp, cand, parts), view)
-
-    def _align(self, qp: QueryPrints, cand: Candidates, parts: VoteParts | None
-               ) -> list[Alignment]:
-        """:func:`align`; with the fingerprinter's threads and many candidates, the
-        references of even and odd keys vote apart, as two shards would, and their votes
-        merge into the answer of one (:func:`merge_ranked`)."""
-        fr = self.fingerprinter.frame_rate
-        threads = getattr(self.fingerprinter, "threads", 1)
-        if threads < 2 or len(cand) < SPLIT_VOTE_MIN:
-            return align(qp, cand, self.params, fr, parts)
-        if parts is None:
-            parts = vote_parts(qp.hashes, cand, self.params)
-        full = parts
-
-        def half(odd: int) -> RankedAlignments:
-            k = (cand.ref_key & 1) == odd
-            c = Candidates(cand.qidx[k], cand.ref_key[k], cand.entry[k], cand.t[k],
-                           cand.f[k], cand.span[k])
-            p = VoteParts(full.hi[k], full.scale[k], full.o0[k], full.t0)
-            return align_ranked(qp, c, self.params, fr, p)
-
-        return merge_ranked(in_threads(half, (0, 1), 2), self.params)
+        return self._decide(qp, align(qp, cand, self.params, self.fingerprinter.frame_rate,
+                                      parts), view)
 
     def reverify(self, qp: QueryPrints, res: Identification, view: QueryView) -> Identification:
         """``res`` (of the prints ``qp``) decided again with its alignments verified on
