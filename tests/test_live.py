@@ -343,6 +343,36 @@ def test_talk_over_the_music_is_found_through_the_speech_mask(catalog: Catalog,
     assert False not in found or found[False][0] > after_s
 
 
+def test_the_newest_seconds_under_talk_are_decided_alone(catalog: Catalog,
+                                                        library: Library) -> None:
+    """Talk goes on; catalog music begins under it mid-window. Deciding the newest 4 s
+    alone (with their own talk-over companions) finds the music sooner than the whole
+    window does, on the right line in stream time (a sub-window's times count from 4 s
+    before the vote, not 8 s)."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+
+    ref = library.signals["long"]
+    talk = synth_speech_like(sr=SR, duration=37.0, rng=np.random.default_rng(3))
+    lead = synth_speech_like(sr=SR, duration=12.0, rng=np.random.default_rng(7))
+    y = mix_over(np.concatenate([0.05 * lead, ref[20 * SR: 45 * SR]]), talk, 0.0)
+    key = catalog.store.get("long").key  # type: ignore[union-attr]
+    found = {}
+    for recent_s in (0.0, 4.0):
+        m = StreamMatcher(catalog.identifier, recent_s=recent_s)
+        for i in range(0, y.size, SR // 2):
+            # on the right line: stream time 12 s is reference time 20 s
+            hits = [w for w in m.push(y[i:i + SR // 2]) or [] if w.ref_key == key
+                    and abs(w.ref_at_zero + w.tempo_ratio * 12_000 - 20_000) < 150]
+            if hits:
+                found[recent_s] = (i + SR // 2) / SR - 12.0
+                assert hits[0].stream_start_ms >= 12_000 - 300  # not before the music
+                break
+    assert 4.0 in found, "talk over the music not found"
+    assert found[4.0] <= 20.0
+    assert 0.0 not in found or found[0.0] > found[4.0], found  # here: 8.0 against 4.0 s
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 900), st.booleans(), st.integers(0, 3)),
                 min_size=1, max_size=40))

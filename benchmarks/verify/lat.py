@@ -8,9 +8,9 @@ from earmark.identify.calibrate import Calibration
 if __name__=="__main__":
     corpus=Path("/work/corpus")
     cat_tracks, non = split_manifest(corpus, 0, None)
-    cat=open_catalog(home=Path("/work/cat2/home"))
+    cat=open_catalog(home=Path("/work/cat3/home"))
     base=cat.identifier
-    six=replace(base, calibration=Calibration.load("/work/bench-out/identify14/calibration.json"))
+    six=replace(base, calibration=Calibration.load())
     plain=replace(base, calibration=Calibration.load_plain())
     qs=make_queries(corpus, cat_tracks, list(CORE), (5.0,), int(sys.argv[1]), np.random.default_rng(5), True)
     ys=[_to_8k(q, 8000) for q in qs]

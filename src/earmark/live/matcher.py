@@ -89,7 +89,7 @@ class StreamMatcher:
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
                  hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
                  provisional_speeds: tuple[float, float] = (0.75, 1.34),
-                 talk_over: bool = True) -> None:
+                 talk_over: bool = True, recent_s: float = 0.0) -> None:
         # one thread: a monitor process carries many streams on its core, and a live window
         # waits for no one (the threads of a file query buy latency for CPU)
         fp = identifier.fingerprinter
@@ -111,6 +111,9 @@ class StreamMatcher:
         self.window_frames = window_s * self.fp.frame_rate
         self.hop = max(1, round(hop_s * self.fp.sr))
         self.max_refs = max_refs
+        #: while talk goes on without a match, also decide the newest ``recent_s`` seconds
+        #: of the window alone, with their own talk-over companions (0: off)
+        self.recent_s = recent_s
         self.provisional = provisional
         self.provisional_speeds = provisional_speeds
         self.now_ms = 0  #: stream time the last vote's window reached
@@ -188,8 +191,44 @@ class StreamMatcher:
                 parts = None
         qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
                          n_peaks=sum(h.n_peaks for h in self.hops))
+        found = self._judge(qp, cand, parts, start, end)
+        t0 = start
+        s0 = end - self.recent_s * fr
+        if (found.status != "match" and self.recent_s and self._talking
+                and s0 >= start + fr):
+            # the newest seconds alone: music that began in the window's middle covers
+            # little of it, which the confidence model reads as a chance alignment's mark
+            # (and, under talk, its few hashes drown in those of the window's older part);
+            # the vote leaves out the hashes before s0 (negative times), and the talk-over
+            # companions are computed for these seconds afresh, as a file query's are: the
+            # stream's pieces, on other frame grids, share only about half their hashes
+            dt = np.float32(s0 - start)
+            sub = QueryPrints(hashes=Hashes(hashes.key, hashes.t - dt, hashes.f, hashes.span),
+                              speed=speed, duration_s=self.recent_s, n_peaks=qp.n_peaks)
+            got = self._judge(sub, cand, None if parts is None else replace(parts, t0=s0),
+                              s0, end, fresh=True)
+            if got.status == "match":
+                found, t0 = got, s0
+        t0_ms = round(t0 / fr * 1000)
+        return [_on_stream(m, t0_ms) for m in found.matches]
+
+    def _judge(self, qp: QueryPrints, cand: Candidates, parts: VoteParts | None,
+               start: float, end: float, fresh: bool = False) -> Identification:
+        """The window ``start:end`` (stream frames) decided: its prints ``qp`` (window
+        coordinates) with their candidates, then, with no match and talk over the music,
+        joined to its talk-over companions (``fresh``: computed for this span now, not the
+        stream's pieces), then verified against the sketches."""
         found = self.ident.identify_prints(qp, cand, parts)
         if found.status != "match" and self._audio is not None:
+            if fresh:
+                ex = self._talk_over_prints(start, end)
+                if ex is not None and len(ex.hashes):
+                    found = self.ident.identify_joined(qp, cand, ex,
+                                                       self.ident.lookup(ex.hashes.key))
+                    if found.status != "match":
+                        found = self._verified(QueryPrints.concat([qp, ex]), found,
+                                               start, end)
+                return found
             comp = self._companions(start, end)
             if comp is not None:
                 eh, es, ec = _window([comp], start)
@@ -200,8 +239,7 @@ class StreamMatcher:
                     if found.status != "match":
                         found = self._verified(QueryPrints.concat([qp, extra]), found,
                                                start, end)
-        t0 = round(start / fr * 1000)
-        return [_on_stream(m, t0) for m in found.matches]
+        return found
 
     def _add(self, hashes: Hashes, speed: np.ndarray, *, temp: bool) -> None:
         """Append prints (stream frames) with their candidates and vote parts; ``temp``

@@ -42,6 +42,8 @@ class WatchParams:
     max_refs: int = 0
     #: look for talk over the music in windows without a match (:class:`StreamMatcher`)
     talk_over: bool = True
+    #: under talk without a match, also decide the newest seconds of the window alone
+    recent_s: float = 4.0
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
 
@@ -120,7 +122,8 @@ class StreamWatcher:
         if self.catalog is not None:
             self.matcher = StreamMatcher(self.catalog.identifier, window_s=self.p.window_s,
                                          hop_s=self.p.hop_s, max_refs=self.p.max_refs,
-                                         talk_over=self.p.talk_over)
+                                         talk_over=self.p.talk_over,
+                                         recent_s=self.p.recent_s)
             self.matcher.offset_ms = self.ms(start)
         self.tracker = MatchTracker(end_after_s=self.p.end_after_s,
                                     update_every_s=self.p.update_every_s)
