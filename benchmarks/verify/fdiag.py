@@ -47,6 +47,9 @@ if __name__ == "__main__":
         ids = {r.id: k for k, r in cat.references_by_key(cat.identifier.shards[0].ref_keys()).items()}
     out = []
     print("cpu", sum(d.cpu_s for d in det), "wrong", sum(d.wrong_starts for d in det), file=sys.stderr)
+    for d in det:
+        for w in d.wrong:
+            print("wrong start:", d.reference_id, w, file=sys.stderr)
     for d, lg in zip(det, logs):
         key = ids[d.reference_id]
         vs = [v for v in lg["votes"] if v["ms"] >= 20000]
