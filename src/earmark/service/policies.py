@@ -107,6 +107,6 @@ def simulate(db: Database, *, owner: str, body: PolicyBody, last: int = 1000) ->
         before[a] += 1
         after[b] += 1
         if a != b:
-            changes.append(SimulationChange(scan_id=sid, before=a, after=b))
+            changes.append(SimulationChange(scan_id=str(sid), before=a, after=b))
     return SimulationOut(owner=owner, scans=len(rows), before=dict(before), after=dict(after),
                          changed=len(changes), changes=changes[:200])

@@ -12,7 +12,7 @@ holding the database's attributes only (:func:`~earmark.moderation.statements.ex
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -89,7 +89,8 @@ def list_statements(db: Database, *, who: Principal, scan_id: str | None = None,
     with db.reader() as s:
         offset = 0
         while len(out) < limit:  # owners' visibility is decided on the evidence, in batches
-            rows = s.execute(q.offset(offset).limit(_PAGE)).all()
+            rows = cast("list[tuple[Statement, Scan]]",
+                        s.execute(q.offset(offset).limit(_PAGE)).all())
             out += [_out(st) for st, scan in rows if _sees(who, scan)]
             if len(rows) < _PAGE:
                 break
