@@ -84,6 +84,11 @@ class StreamMatcher:
         cheaply whether speech covers the stream (~11 ms per 2 s); only then are the window's
         talk-over companions computed, looked up and joined to its plain candidates.
         Streams that match, or carry no talk, pay the probe at most.
+    recent_s : float
+        While talk goes on without a match, also decide the newest ``recent_s`` seconds of
+        the window alone, with talk-over companions computed for them afresh (0: off; the
+        monitor uses 4, ``WatchParams.recent_s``): music that began under talk in the
+        window's middle is found 0.5–5 s sooner (docs/live.md).
     """
 
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
