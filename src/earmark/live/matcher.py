@@ -224,26 +224,30 @@ class StreamMatcher:
         joined to its talk-over companions (``fresh``: computed for this span now, not the
         stream's pieces), then verified against the sketches."""
         found = self.ident.identify_prints(qp, cand, parts)
-        if found.status != "match" and self._audio is not None:
-            if fresh:
-                ex = self._talk_over_prints(start, end)
-                if ex is not None and len(ex.hashes):
-                    found = self.ident.identify_joined(qp, cand, ex,
-                                                       self.ident.lookup(ex.hashes.key))
-                    if found.status != "match":
-                        found = self._verified(QueryPrints.concat([qp, ex]), found,
-                                               start, end)
+        if found.status == "match" or self._audio is None:
+            return found
+        if fresh:
+            ex = self._talk_over_prints(start, end)
+            if ex is None or not len(ex.hashes):
                 return found
-            comp = self._companions(start, end)
-            if comp is not None:
-                eh, es, ec = _window([comp], start)
-                if len(eh):
-                    extra = QueryPrints(hashes=eh, speed=es, duration_s=qp.duration_s,
-                                        n_peaks=comp.n_peaks)
-                    found = self.ident.identify_joined(qp, cand, extra, ec)
-                    if found.status != "match":
-                        found = self._verified(QueryPrints.concat([qp, extra]), found,
-                                               start, end)
+            return self._joined(qp, cand, ex, self.ident.lookup(ex.hashes.key), start, end)
+        comp = self._companions(start, end)
+        if comp is None:
+            return found
+        eh, es, ec = _window([comp], start)
+        if not len(eh):
+            return found
+        extra = QueryPrints(hashes=eh, speed=es, duration_s=qp.duration_s,
+                            n_peaks=comp.n_peaks)
+        return self._joined(qp, cand, extra, ec, start, end)
+
+    def _joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
+                more: Candidates, start: float, end: float) -> Identification:
+        """The window's prints joined to its talk-over companions ``extra`` (candidates
+        ``more``), then, with no match, verified against the sketches."""
+        found = self.ident.identify_joined(qp, cand, extra, more)
+        if found.status != "match":
+            found = self._verified(QueryPrints.concat([qp, extra]), found, start, end)
         return found
 
     def _add(self, hashes: Hashes, speed: np.ndarray, *, temp: bool) -> None:
