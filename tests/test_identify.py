@@ -379,3 +379,45 @@ def test_threaded_lookup_gives_the_rows_and_answer_of_one_pass(
     assert r1.status == "match" and r1.matches[0].ref_key == 2
     assert [(m.ref_key, m.confidence, m.score) for m in r1.matches] == \
         [(m.ref_key, m.confidence, m.score) for m in r2.matches]
+
+
+def test_the_near_rungs_settle_plain_queries_and_the_far_rungs_find_the_rest(
+        ident: Identifier, refs: list[np.ndarray]) -> None:
+    """A query is first fingerprinted on the rungs near speed 1 only; a confident match
+    that covers the query stands (the answer one pass over every rung gives), anything
+    else gets the far rungs too: a query sped up 1.8 is found at 1.8, and a query with no
+    match gets the alignments of one pass over every rung."""
+    every = replace(ident, first_speeds=None)
+    near, far = ident.first_rungs()
+    assert near and far and set(near) | set(far) == set(FP.ladder)
+    assert all(0.75 <= v <= 1.34 for v in near)
+    plain = refs[1][9 * SR: 14 * SR]
+    a, b = ident.identify(plain), every.identify(plain)
+    assert ident.settled(a)
+    assert _top(a)[0] == _top(b)[0] == 1 and abs(_top(a)[1] - _top(b)[1]) < 40
+    fast = effects.speed(refs[3][6 * SR: 15 * SR], SR, 1.8)[: 5 * SR]
+    key, ref_at_q0, speed, _, _ = _top(ident.identify(fast))
+    assert key == 3 and abs(speed - 1.8) < 0.03 and abs(ref_at_q0 - 6000) < 100
+    other = synth_music(sr=SR, duration=5.0, rng=np.random.default_rng(901))
+    a, b = ident.identify(other), every.identify(other)
+    assert a.status == b.status == "no_match"
+    assert sorted((x.ref_key, x.score) for x in a.raw) == \
+        sorted((x.ref_key, x.score) for x in b.raw)
+
+
+def test_a_medley_half_sped_up_far_is_not_settled_by_its_plain_half(
+        ident: Identifier, refs: list[np.ndarray]) -> None:
+    """The near rungs match the medley's plain half confidently, but over half the query
+    only: the far rungs are added and find its other half, sped up 1.7."""
+    q = np.concatenate([refs[0][5 * SR: 10 * SR],
+                        effects.speed(refs[4][20 * SR: 28 * SR + SR // 2], SR, 1.7)])
+    near, _ = ident.first_rungs()
+    only_near = replace(ident, first_speeds=None,
+                        fingerprinter=replace(FP, ladder=near)).identify(q)
+    assert [m.ref_key for m in only_near.matches] == [0]
+    assert only_near.matches[0].confidence >= ident.early_accept
+    assert not ident.settled(only_near)  # half the query
+    res = ident.identify(q)
+    got = {m.ref_key: m for m in res.matches}
+    assert {0, 4} <= set(got)
+    assert abs(got[4].segments[0].speed_ratio - 1.7) < 0.03

@@ -194,10 +194,11 @@ class TripletFingerprinter:
         extra = self.talk_over(y)
         return plain if extra is None else QueryPrints.concat([plain, extra])
 
-    def query_plain(self, y: np.ndarray) -> QueryPrints:
-        """Hashes of dense peaks on every rung of the speed ladder, no speech mask."""
+    def query_plain(self, y: np.ndarray, rungs: Sequence[float] | None = None) -> QueryPrints:
+        """Hashes of dense peaks on every rung of the speed ladder (or on ``rungs``, some of
+        its rungs), no speech mask."""
         y = np.asarray(y, np.float32)
-        return self._ladder(y, lambda yv, v: self.query_peaks(yv))
+        return self._ladder(y, lambda yv, v: self.query_peaks(yv), rungs)
 
     def talk_over(self, y: np.ndarray, gate: float | None = None) -> QueryPrints | None:
         """The talk-over companions alone: on every rung, hashes of peaks picked among the
@@ -212,7 +213,7 @@ class TripletFingerprinter:
         """
         y = np.asarray(y, np.float32)
         cells = self.speech_cells(y, gate)
-        return None if cells is None else self._companions(y, cells)
+        return None if cells is None else self.companions(y, cells)
 
     def speech_view(self, y: np.ndarray) -> QueryView:
         """The query's view with the cells the speech mask gives to speech left out (all
@@ -224,20 +225,31 @@ class TripletFingerprinter:
         :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one
         spectrogram and one pass of the speech mask."""
         y = np.asarray(y, np.float32)
-        S, cells = self._speech(y)
+        cells, view = self.talk_cells(y)
+        return (None if cells is None else self.companions(y, cells)), view
+
+    def talk_cells(self, y: np.ndarray) -> tuple[np.ndarray | None, QueryView]:
+        """:meth:`speech_cells` (with the usual gate) and the query's
+        :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one
+        spectrogram and one pass of the speech mask."""
+        S, cells = self._speech(np.asarray(y, np.float32))
         view = QueryView.of(S, cells)
         if cells is None or speech.coverage(cells, S) < self.speech_gate:
             return None, view
-        return self._companions(y, cells), view
+        return cells, view
 
-    def _companions(self, y: np.ndarray, cells: np.ndarray) -> QueryPrints:
+    def companions(self, y: np.ndarray, cells: np.ndarray,
+                   rungs: Sequence[float] | None = None) -> QueryPrints:
+        """The talk-over companions of ``y`` whose speech ``cells`` are known, on every rung
+        (or on ``rungs``)."""
         hop, bpo = self.spec.hop, self.spec.bins_per_octave
-        return self._ladder(y, lambda yv, v: self.masked_query_peaks(
-            yv, speech.warp(cells, v, 1 + yv.size // hop, bpo)))
+        return self._ladder(np.asarray(y, np.float32), lambda yv, v: self.masked_query_peaks(
+            yv, speech.warp(cells, v, 1 + yv.size // hop, bpo)), rungs)
 
-    def _ladder(self, y: np.ndarray, peaks_of: Callable[[np.ndarray, float], Peaks]
-                ) -> QueryPrints:
+    def _ladder(self, y: np.ndarray, peaks_of: Callable[[np.ndarray, float], Peaks],
+                rungs: Sequence[float] | None = None) -> QueryPrints:
         sr, bpo = self.spec.sr, self.spec.bins_per_octave
+        ladder = tuple(self.ladder if rungs is None else rungs)
 
         def rung(v: float) -> tuple[int, Hashes]:
             # slow the query down by v: if it had been sped up by v, this undoes it exactly
@@ -252,14 +264,14 @@ class TripletFingerprinter:
             return len(pk), h
 
         # the slowest rungs, the longest audio, start first
-        order = sorted(self.ladder)
+        order = sorted(ladder)
         got = dict(zip(order, in_threads(rung, order, self.threads), strict=True))
-        done = [got[v] for v in self.ladder]
+        done = [got[v] for v in ladder]
         parts = [h for _, h in done]
         return QueryPrints(
             hashes=Hashes.concat(parts),
             speed=np.concatenate([np.full(len(h), v, np.float32)
-                                  for v, h in zip(self.ladder, parts, strict=True)])
+                                  for v, h in zip(ladder, parts, strict=True)])
             if parts else np.zeros(0, np.float32),
             duration_s=y.size / sr,
             n_peaks=sum(n for n, _ in done),

@@ -80,6 +80,17 @@ class Identifier:
     #: ``plain_calibration``)
     verify_top: int = 24
 
+    #: a query's first pass uses the ladder's rungs within these speeds; the far rungs are
+    #: added only when it did not settle the query (:meth:`settled`). None: every rung at once
+    first_speeds: tuple[float, float] | None = (0.75, 1.34)
+    early_accept: float = 0.9  #: confidence that settles a query on its first pass ...
+    early_cover: float = 0.6  #: ... with its matches covering this share of the query
+    first_verify_top: int = 4  #: ``verify_top`` of the first pass
+    #: under talk, the plain and talk-over prints near speed 1 settle a query at this
+    #: confidence (0: any match over ``early_cover`` of it; the far rungs' chance hits
+    #: would only lower it)
+    talk_accept: float = 0.0
+
     #: a key holding more than this many entries per million in a shard is a stop word
     stop_per_million: float = 75.0
     min_stop: int = 40
@@ -94,6 +105,14 @@ class Identifier:
         parted on its own (keys are looked up one by one and a candidate's parts are its
         own, so the rows are the ones of one pass; their order too where a shard is one
         segment, as catalogs are once ``catalog add`` has merged them)."""
+        done = self._lookup_parts(hashes)
+        if len(done) == 1:
+            return done[0]
+        return (Candidates.concat([c for c, _ in done]),
+                VoteParts.concat([p for _, p in done]))
+
+    def _lookup_parts(self, hashes: Hashes) -> list[tuple[Candidates, VoteParts]]:
+        """:meth:`lookup_parts` before the threads' parts are concatenated."""
         n = len(hashes)
         threads = min(getattr(self.fingerprinter, "threads", 1), n // 2048 + 1)
         cuts = np.linspace(0, n, threads + 1).astype(np.int64)
@@ -104,14 +123,7 @@ class Identifier:
             c = replace(c, qidx=c.qidx + a)
             return c, vote_parts(hashes, c, self.params)
 
-        done = in_threads(part, range(threads), threads)
-        if len(done) == 1:
-            return done[0]
-        ps = [p for _, p in done]
-        return (Candidates.concat([c for c, _ in done]),
-                VoteParts(np.concatenate([p.hi for p in ps]),
-                          np.concatenate([p.scale for p in ps]),
-                          np.concatenate([p.o0 for p in ps])))
+        return in_threads(part, range(threads), threads)
 
     def _cap(self, shard: IndexBackend) -> int:
         """The stop-word cap of a backend: entries per million, at least ``min_stop``."""
@@ -152,40 +164,87 @@ class Identifier:
         if y.size == 0 or float(np.max(np.abs(y))) < 1e-4:
             return Identification("no_match", "too_little_signal", dur_ms)
         staged = hasattr(fp, "query_plain") and hasattr(fp, "talk_over")
-        qp = fp.query_plain(y) if staged else fp.query(y)  # type: ignore[attr-defined]
-        if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * len(getattr(fp, "ladder", (1,))):
+        first, rest = self.first_rungs() if staged else ((), ())
+        if staged:
+            qp = fp.query_plain(y, first or None)  # type: ignore[attr-defined]
+        else:
+            qp = fp.query(y)
+        n_rungs = len(first) or len(getattr(fp, "ladder", (1,)))
+        if qp.n_peaks < MIN_PEAKS_PER_S * dur_s * n_rungs:
             return Identification("no_match", "too_little_signal", dur_ms)
-        # the plain hashes first; with no confident match, talk over the music? The
-        # companions are joined to the plain hashes (the same result as one pass over both,
-        # without paying for the mask on music that matched already)
-        voter = self._voter()
-        if voter is not None:  # the same answer, the vote spread over the shards
-            def plain(view: QueryView | None) -> Identification:
-                return self._shards_vote(voter, qp, view)
-
-            def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
-                return self._shards_vote(voter, QueryPrints.concat([qp, extra]), view)
-        else:  # the plain candidates are looked up once, the companions' alone
-            cand, parts = self.lookup_parts(qp.hashes)
-
-            def plain(view: QueryView | None) -> Identification:
-                return self.identify_prints(qp, cand, parts, view=view)
-
-            def joined(extra: QueryPrints, view: QueryView | None) -> Identification:
-                return self.identify_joined(qp, cand, extra, self.lookup(extra.hashes.key),
-                                            view=view)
         verifying = self.sketches is not None and self.calibration.verifies
         view = fp.view(y) if verifying and hasattr(fp, "view") else None
-        res = plain(view)
-        if not staged or res.status == "match":
+        passes = _Passes(self, qp)
+        res = passes.decide(view, self.first_verify_top if rest else None)
+        if not rest:
+            return res if not staged or res.status == "match" else self._talk(
+                y, passes, res, view, verifying)
+        # the rungs near speed 1 first: most queries match there, confidently and over their
+        # whole length; the others go on (each pass joined to the earlier ones: the same
+        # alignments as one pass over all of them)
+        if self.settled(res):
             return res
-        if verifying and hasattr(fp, "talk_over_view"):  # the view without the speech cells
-            extra, view = fp.talk_over_view(y)
-            if extra is None:  # no talk: the plain alignments, verified on the masked view
-                return self.reverify(qp, res, view)
-        else:
-            extra = fp.talk_over(y)  # type: ignore[attr-defined]
-        return res if extra is None else joined(extra, view)
+        cells, tview = self._talk_cells(y, view, verifying)
+        if cells is not None:  # talk over the music: its companions near speed 1 first
+            passes.add(fp.companions(y, cells, first))  # type: ignore[attr-defined]
+            res = passes.decide(tview)
+            if self.settled(res, self.talk_accept):
+                return res
+            passes.add(fp.query_plain(y, rest))  # type: ignore[attr-defined]
+            passes.add(fp.companions(y, cells, rest))  # type: ignore[attr-defined]
+            return passes.decide(tview)
+        passes.add(fp.query_plain(y, rest))  # type: ignore[attr-defined]
+        res = passes.decide(view)
+        if res.status == "match" or tview is None or tview is view:
+            return res
+        return self.reverify(passes.qp, res, tview)  # no talk: verified without the mask's cells
+
+    def _talk_cells(self, y: np.ndarray, view: QueryView | None, verifying: bool
+                    ) -> tuple[np.ndarray | None, QueryView | None]:
+        """The query's speech cells past the gate (None: no talk over the music) and the
+        view to verify on (the speech cells left out)."""
+        fp = self.fingerprinter
+        if verifying and hasattr(fp, "talk_cells"):
+            return fp.talk_cells(y)
+        return fp.speech_cells(y), view  # type: ignore[attr-defined]
+
+    def _talk(self, y: np.ndarray, passes: _Passes, res: Identification,
+              view: QueryView | None, verifying: bool) -> Identification:
+        """Every rung's plain prints gave no confident match: talk over the music? The
+        companions are joined to the plain hashes (the same result as one pass over both,
+        without paying for the mask on music that matched already)."""
+        cells, tview = self._talk_cells(y, view, verifying)
+        if cells is None:  # no talk: the plain alignments, verified on the masked view
+            return res if tview is None or tview is view else self.reverify(passes.qp, res,
+                                                                            tview)
+        passes.add(self.fingerprinter.companions(y, cells))  # type: ignore[attr-defined]
+        return passes.decide(tview)
+
+    def first_rungs(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The fingerprinter's ladder split into the rungs tried first (within
+        ``first_speeds``) and the rest; ``((), ())`` when there is nothing to split."""
+        ladder = tuple(getattr(self.fingerprinter, "ladder", ()))
+        if self.first_speeds is None:
+            return (), ()
+        lo, hi = self.first_speeds
+        first = tuple(v for v in ladder if lo <= v <= hi)
+        rest = tuple(v for v in ladder if not lo <= v <= hi)
+        return (first, rest) if first and rest else ((), ())
+
+    def settled(self, res: Identification, accept: float | None = None) -> bool:
+        """Whether a first pass's answer stands without the far rungs: its best match is
+        at least ``accept`` (default ``early_accept``) confident and the matches cover at
+        least ``early_cover`` of the query (a medley's other part may be sped up more)."""
+        accept = self.early_accept if accept is None else accept
+        if res.status != "match" or res.matches[0].confidence < accept:
+            return False
+        spans = sorted((s.query_start_ms, s.query_end_ms)
+                       for m in res.matches for s in m.segments)
+        covered, end = 0, 0
+        for a, b in spans:
+            covered += max(0, b - max(a, end))
+            end = max(end, b)
+        return covered >= self.early_cover * res.duration_ms
 
     def identify_joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
                         more: Candidates, *, view: QueryView | None = None) -> Identification:
@@ -318,3 +377,58 @@ def same_transform(a: Alignment, b: Alignment) -> bool:
     """Whether two alignments agree on the frequency shift and the tempo ratio."""
     return (abs(a.shift - b.shift) <= SAME_SHIFT_BINS
             and abs(float(np.log2(a.scale / b.scale))) <= SAME_LOG2_SCALE)
+
+
+class _Passes:
+    """A query's prints and their candidates, pass by pass (the rungs near speed 1, the
+    far rungs, the talk-over companions): each pass is looked up alone and joined to the
+    earlier ones, which gives the same alignments as one pass over all of them. The
+    candidates and their vote parts are kept in arrays that grow in place (a 5 s query
+    draws ~10^5–10^6 candidates: copying them all at every pass would cost more than the
+    first pass saves)."""
+
+    _FIELDS = ("qidx", "ref_key", "entry", "t", "f", "span", "hi", "scale", "o0")
+
+    def __init__(self, ident: Identifier, qp: QueryPrints) -> None:
+        self.ident = ident
+        self.voter = ident._voter()
+        self.qp = qp
+        self.n = 0
+        self.rows: dict[str, np.ndarray] = {}
+        if self.voter is None:
+            self._append(ident._lookup_parts(qp.hashes), 0, grow=3.0)
+
+    def _append(self, done: list[tuple[Candidates, VoteParts]], q0: int, grow: float = 1.5
+                ) -> None:
+        new = sum(len(c) for c, _ in done)
+        if not self.rows or self.n + new > self.rows["qidx"].size:
+            cap = max(int(grow * (self.n + new)), 1024)
+            first = done[0]
+            rows = {k: np.empty(cap, getattr(first[k in ("hi", "scale", "o0")], k).dtype)
+                    for k in self._FIELDS}
+            for k, v in self.rows.items():
+                rows[k][: self.n] = v[: self.n]
+            self.rows = rows
+        for c, p in done:
+            m = len(c)
+            sl = slice(self.n, self.n + m)
+            for k in self._FIELDS:
+                v = getattr(p if k in ("hi", "scale", "o0") else c, k)
+                self.rows[k][sl] = v + q0 if k == "qidx" else v
+            self.n += m
+
+    def add(self, extra: QueryPrints) -> None:
+        if self.voter is None:
+            self._append(self.ident._lookup_parts(extra.hashes), len(self.qp.hashes))
+        self.qp = QueryPrints.concat([self.qp, extra])
+
+    def decide(self, view: QueryView | None, verify_top: int | None = None
+               ) -> Identification:
+        ident = self.ident if verify_top is None else replace(self.ident,
+                                                               verify_top=verify_top)
+        if self.voter is not None:  # the vote spread over the shards
+            return ident._shards_vote(self.voter, self.qp, view)
+        r = {k: v[: self.n] for k, v in self.rows.items()}
+        cand = Candidates(r["qidx"], r["ref_key"], r["entry"], r["t"], r["f"], r["span"])
+        return ident.identify_prints(self.qp, cand, VoteParts(r["hi"], r["scale"], r["o0"]),
+                                     view=view)

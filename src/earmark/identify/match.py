@@ -90,6 +90,13 @@ class VoteParts:
     o0: np.ndarray
     t0: float = 0.0
 
+    @staticmethod
+    def concat(parts: Sequence[VoteParts]) -> VoteParts:
+        """The parts of candidates concatenated in this order (all computed with one ``t0``)."""
+        return VoteParts(np.concatenate([p.hi for p in parts]),
+                         np.concatenate([p.scale for p in parts]),
+                         np.concatenate([p.o0 for p in parts]), parts[0].t0)
+
     def __len__(self) -> int:
         return int(self.hi.size)
 
