@@ -421,3 +421,39 @@ def test_a_medley_half_sped_up_far_is_not_settled_by_its_plain_half(
     got = {m.ref_key: m for m in res.matches}
     assert {0, 4} <= set(got)
     assert abs(got[4].segments[0].speed_ratio - 1.7) < 0.03
+
+
+def test_passes_rewound_give_the_alignments_of_one_pass_over_what_is_left(
+        ident: Identifier, refs: list[np.ndarray]) -> None:
+    """The dense pass of a noisy query forgets the far rungs' rows and writes its own over
+    them: the alignments are those of one pass over the near rungs' prints and the dense
+    ones, looked up together."""
+    from earmark.identify.fingerprinter import QueryPrints
+    from earmark.identify.identifier import _Passes
+
+    y = effects.add_noise(refs[3][11 * SR: 16 * SR], SR, 0.0, rng=np.random.default_rng(5),
+                          kind="pink")
+    near, far = ident.first_rungs()
+    qp = FP.query_plain(y, near)
+    dense = FP.query_plain(y, near, per_second=ident.dense_peaks_per_second)
+    assert len(dense.hashes) > len(qp.hashes)
+    p = _Passes(ident, qp)
+    mark = p.mark()
+    p.add(FP.query_plain(y, far))
+    p.rewind(mark)
+    p.add(dense)
+    got = p.decide(None)
+    both = QueryPrints.concat([qp, dense])
+    one = ident.identify_prints(both, ident.lookup(both.hashes.key))
+    assert got.raw and [(a.ref_key, a.score, a.offset) for a in got.raw] == \
+        [(a.ref_key, a.score, a.offset) for a in one.raw]
+
+
+def test_stationary_noise_is_told_from_music_by_how_little_its_level_moves() -> None:
+    """``dynamics_db`` gates the dense pass: music under pink noise 5 dB lies under the
+    gate, the same music alone far above it."""
+    gate = Identifier(shards=[]).dense_below_db
+    for seed in range(3):
+        y = synth_music(sr=SR, duration=6.0, rng=np.random.default_rng(50 + seed))
+        noisy = effects.add_noise(y, SR, 5.0, rng=np.random.default_rng(seed), kind="pink")
+        assert FP.dynamics_db(noisy) < gate < FP.dynamics_db(y)

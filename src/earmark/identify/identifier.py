@@ -90,6 +90,11 @@ class Identifier:
     #: confidence (0: any match over ``early_cover`` of it; the far rungs' chance hits
     #: would only lower it)
     talk_accept: float = 0.0
+    #: a query that nothing matched, without talk, whose level moves less than this in a
+    #: band (:meth:`TripletFingerprinter.dynamics_db`: stationary noise under the music)
+    #: is decided again on the near rungs with ``dense_peaks_per_second`` peaks added (0: off)
+    dense_below_db: float = 11.0
+    dense_peaks_per_second: float = 26.0
 
     #: a key holding more than this many entries per million in a shard is a stop word
     stop_per_million: float = 75.0
@@ -193,10 +198,23 @@ class Identifier:
             passes.add(fp.query_plain(y, rest))  # type: ignore[attr-defined]
             passes.add(fp.companions(y, cells, rest))  # type: ignore[attr-defined]
             return passes.decide(tview)
+        mark = passes.mark()
         passes.add(fp.query_plain(y, rest))  # type: ignore[attr-defined]
         res = passes.decide(view)
         if res.status == "match" or tview is None or tview is view:
             return res
+        if self.dense_below_db and fp.dynamics_db(y) < self.dense_below_db:  # type: ignore[attr-defined]
+            # stationary noise fills the music's gaps: its peaks take the quota, and a
+            # denser set of the near rungs' peaks keeps more of the music's (decided with
+            # the near rungs' plain prints, without the far rungs' chance hits)
+            full = passes.qp
+            passes.rewind(mark)
+            passes.add(fp.query_plain(y, first,  # type: ignore[attr-defined]
+                                      per_second=self.dense_peaks_per_second))
+            got = passes.decide(tview)
+            if got.status == "match":
+                return got
+            return self.reverify(full, res, tview)
         return self.reverify(passes.qp, res, tview)  # no talk: verified without the mask's cells
 
     def _talk_cells(self, y: np.ndarray, view: QueryView | None, verifying: bool
@@ -416,6 +434,14 @@ class _Passes:
                 v = getattr(p if k in ("hi", "scale", "o0") else c, k)
                 self.rows[k][sl] = v + q0 if k == "qidx" else v
             self.n += m
+
+    def mark(self) -> tuple[QueryPrints, int]:
+        """Where the passes so far end (for :meth:`rewind`)."""
+        return self.qp, self.n
+
+    def rewind(self, mark: tuple[QueryPrints, int]) -> None:
+        """Forget the passes added after ``mark`` (their rows are overwritten next)."""
+        self.qp, self.n = mark
 
     def add(self, extra: QueryPrints) -> None:
         if self.voter is None:

@@ -244,11 +244,27 @@ class StreamMatcher:
     def _joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
                 more: Candidates, start: float, end: float) -> Identification:
         """The window's prints joined to its talk-over companions ``extra`` (candidates
-        ``more``), then, with no match, verified against the sketches."""
+        ``more``), then, with no match, verified against the sketches.
+
+        As a file query's are (:meth:`Identifier.identify`), the rungs near speed 1
+        (``provisional_speeds``) are decided first, alone: under talk the far rungs bring
+        music at speed ~1 nothing but chance hits, which raise its rivals and its null
+        level."""
+        decided: list[tuple[QueryPrints, Identification]] = []
+        lo, hi = self.provisional_speeds
+        near_h = (qp.speed >= lo) & (qp.speed <= hi)
+        if near_h.size and not near_h.all():
+            near_e = (extra.speed >= lo) & (extra.speed <= hi)
+            found = self.ident.identify_joined(qp, _take(cand, near_h[cand.qidx]), extra,
+                                               _take(more, near_e[more.qidx]))
+            if found.status == "match":
+                return found
+            decided.append((QueryPrints.concat([qp, extra]), found))
         found = self.ident.identify_joined(qp, cand, extra, more)
-        if found.status != "match":
-            found = self._verified(QueryPrints.concat([qp, extra]), found, start, end)
-        return found
+        if found.status == "match":
+            return found
+        decided.append((QueryPrints.concat([qp, extra]), found))
+        return self._verified(decided, start, end)
 
     def _add(self, hashes: Hashes, speed: np.ndarray, *, temp: bool) -> None:
         """Append prints (stream frames) with their candidates and vote parts; ``temp``
@@ -308,27 +324,39 @@ class StreamMatcher:
         self._comp = new
         return self._comp
 
-    def _verified(self, qp: QueryPrints, found: Identification, start: float, end: float
-                  ) -> Identification:
-        """A talk-over window's alignments verified against their references' sketches
-        (the identifier's ``agreement``, on the window with its speech cells left out), when
-        the confidence model reads it and the catalog has sketches."""
+    def _verified(self, decided: list[tuple[QueryPrints, Identification]], start: float,
+                  end: float) -> Identification:
+        """Talk-over decisions of a window (its prints, what they found; the near rungs'
+        first) verified against their references' sketches (the identifier's
+        ``agreement``, on the window with its speech cells left out), when the confidence
+        model reads it and the catalog has sketches: the first that then matches, else the
+        last as it was."""
         ident, fp = self.ident, self.fp
-        if (not found.raw or ident.sketches is None or not ident.calibration.verifies
+        last = decided[-1][1]
+        if (ident.sketches is None or not ident.calibration.verifies
                 or self._audio is None or not hasattr(fp, "talk_over_view")):
-            return found
+            return last
         hop = fp.spec.hop  # type: ignore[attr-defined]
         seg = self._audio.span(round(start * hop), round(end * hop))
         if seg.size < MIN_QUERY_S * fp.sr:
-            return found
+            return last
         # the speech mask over the window costs ~40 ms: first a look without it (~5 ms),
         # where chance alignments agree below ~0.15 and right ones under talk above ~0.2
-        probe = [replace(a, agreement=None) for a in found.raw]
-        ident.verify(probe, fp.view(seg))  # type: ignore[attr-defined]
-        if max((a.agreement or 0.0) for a in probe) < UNMASKED_AGREEMENT:
-            return found
-        view = fp.speech_view(seg)  # type: ignore[attr-defined]
-        return ident.reverify(qp, found, view)
+        plain = fp.view(seg)  # type: ignore[attr-defined]
+        view = None
+        for qp, found in decided:
+            if not found.raw:
+                continue
+            probe = [replace(a, agreement=None) for a in found.raw]
+            ident.verify(probe, plain)
+            if max((a.agreement or 0.0) for a in probe) < UNMASKED_AGREEMENT:
+                continue
+            if view is None:
+                view = fp.speech_view(seg)  # type: ignore[attr-defined]
+            got = ident.reverify(qp, found, view)
+            if got.status == "match":
+                return got
+        return last
 
     def _due(self, at: int, every: int) -> bool:
         """Whether ``every`` samples of audio have come since stream sample ``at``, give or
@@ -369,6 +397,12 @@ UNMASKED_AGREEMENT = 0.15
 INCR_KEEP_S = 1.0
 #: ... with this much audio before it as context for the mask and the peak picker
 INCR_CONTEXT_S = 1.5
+
+
+def _take(c: Candidates, keep: np.ndarray) -> Candidates:
+    """The candidates where ``keep`` (their ``qidx`` unchanged)."""
+    return Candidates(c.qidx[keep], c.ref_key[keep], c.entry[keep], c.t[keep], c.f[keep],
+                      c.span[keep])
 
 
 def _subset(h: _Hop, keep: np.ndarray) -> _Hop:
