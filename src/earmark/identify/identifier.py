@@ -203,19 +203,18 @@ class Identifier:
         res = passes.decide(view)
         if res.status == "match" or tview is None or tview is view:
             return res
+        full = passes.qp
         if self.dense_below_db and fp.dynamics_db(y) < self.dense_below_db:  # type: ignore[attr-defined]
             # stationary noise fills the music's gaps: its peaks take the quota, and a
             # denser set of the near rungs' peaks keeps more of the music's (decided with
             # the near rungs' plain prints, without the far rungs' chance hits)
-            full = passes.qp
             passes.rewind(mark)
             passes.add(fp.query_plain(y, first,  # type: ignore[attr-defined]
                                       per_second=self.dense_peaks_per_second))
             got = passes.decide(tview)
             if got.status == "match":
                 return got
-            return self.reverify(full, res, tview)
-        return self.reverify(passes.qp, res, tview)  # no talk: verified without the mask's cells
+        return self.reverify(full, res, tview)  # no talk: verified without the mask's cells
 
     def _talk_cells(self, y: np.ndarray, view: QueryView | None, verifying: bool
                     ) -> tuple[np.ndarray | None, QueryView | None]:
@@ -405,7 +404,8 @@ class _Passes:
     draws ~10^5–10^6 candidates: copying them all at every pass would cost more than the
     first pass saves)."""
 
-    _FIELDS = ("qidx", "ref_key", "entry", "t", "f", "span", "hi", "scale", "o0")
+    _CAND = ("qidx", "ref_key", "entry", "t", "f", "span")  #: fields of Candidates ...
+    _PARTS = ("hi", "scale", "o0")  #: ... and of VoteParts
 
     def __init__(self, ident: Identifier, qp: QueryPrints) -> None:
         self.ident = ident
@@ -421,19 +421,20 @@ class _Passes:
         new = sum(len(c) for c, _ in done)
         if not self.rows or self.n + new > self.rows["qidx"].size:
             cap = max(int(grow * (self.n + new)), 1024)
-            first = done[0]
-            rows = {k: np.empty(cap, getattr(first[k in ("hi", "scale", "o0")], k).dtype)
-                    for k in self._FIELDS}
+            c0, p0 = done[0]
+            dtypes = {**{k: getattr(c0, k).dtype for k in self._CAND},
+                      **{k: getattr(p0, k).dtype for k in self._PARTS}}
+            rows = {k: np.empty(cap, d) for k, d in dtypes.items()}
             for k, v in self.rows.items():
                 rows[k][: self.n] = v[: self.n]
             self.rows = rows
         for c, p in done:
-            m = len(c)
-            sl = slice(self.n, self.n + m)
-            for k in self._FIELDS:
-                v = getattr(p if k in ("hi", "scale", "o0") else c, k)
-                self.rows[k][sl] = v + q0 if k == "qidx" else v
-            self.n += m
+            sl = slice(self.n, self.n + len(c))
+            for src, names in ((c, self._CAND), (p, self._PARTS)):
+                for k in names:
+                    self.rows[k][sl] = getattr(src, k)
+            self.rows["qidx"][sl] += q0
+            self.n += len(c)
 
     def mark(self) -> tuple[QueryPrints, int]:
         """Where the passes so far end (for :meth:`rewind`)."""

@@ -49,6 +49,11 @@ class Candidates:
     def __len__(self) -> int:
         return int(self.qidx.size)
 
+    def take(self, keep: np.ndarray) -> Candidates:
+        """The candidates where ``keep`` (a boolean mask or indices; ``qidx`` unchanged)."""
+        return Candidates(self.qidx[keep], self.ref_key[keep], self.entry[keep], self.t[keep],
+                          self.f[keep], self.span[keep])
+
     @staticmethod
     def concat(parts: Sequence[Candidates]) -> Candidates:
         names = ("qidx", "ref_key", "entry", "t", "f", "span")

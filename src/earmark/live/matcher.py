@@ -191,8 +191,7 @@ class StreamMatcher:
                 keep_ref = np.zeros(counts.size, bool)
                 keep_ref[top] = True
                 ck = keep_ref[cand.ref_key]
-                cand = Candidates(cand.qidx[ck], cand.ref_key[ck], cand.entry[ck], cand.t[ck],
-                                  cand.f[ck], cand.span[ck])
+                cand = cand.take(ck)
                 parts = None
         qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
                          n_peaks=sum(h.n_peaks for h in self.hops))
@@ -250,21 +249,21 @@ class StreamMatcher:
         (``provisional_speeds``) are decided first, alone: under talk the far rungs bring
         music at speed ~1 nothing but chance hits, which raise its rivals and its null
         level."""
-        decided: list[tuple[QueryPrints, Identification]] = []
+        decided: list[Identification] = []
         lo, hi = self.provisional_speeds
         near_h = (qp.speed >= lo) & (qp.speed <= hi)
         if near_h.size and not near_h.all():
             near_e = (extra.speed >= lo) & (extra.speed <= hi)
-            found = self.ident.identify_joined(qp, _take(cand, near_h[cand.qidx]), extra,
-                                               _take(more, near_e[more.qidx]))
+            found = self.ident.identify_joined(qp, cand.take(near_h[cand.qidx]), extra,
+                                               more.take(near_e[more.qidx]))
             if found.status == "match":
                 return found
-            decided.append((QueryPrints.concat([qp, extra]), found))
+            decided.append(found)
         found = self.ident.identify_joined(qp, cand, extra, more)
         if found.status == "match":
             return found
-        decided.append((QueryPrints.concat([qp, extra]), found))
-        return self._verified(decided, start, end)
+        decided.append(found)
+        return self._verified(QueryPrints.concat([qp, extra]), decided, start, end)
 
     def _add(self, hashes: Hashes, speed: np.ndarray, *, temp: bool) -> None:
         """Append prints (stream frames) with their candidates and vote parts; ``temp``
@@ -324,15 +323,14 @@ class StreamMatcher:
         self._comp = new
         return self._comp
 
-    def _verified(self, decided: list[tuple[QueryPrints, Identification]], start: float,
+    def _verified(self, qp: QueryPrints, decided: list[Identification], start: float,
                   end: float) -> Identification:
-        """Talk-over decisions of a window (its prints, what they found; the near rungs'
-        first) verified against their references' sketches (the identifier's
-        ``agreement``, on the window with its speech cells left out), when the confidence
-        model reads it and the catalog has sketches: the first that then matches, else the
-        last as it was."""
+        """Talk-over decisions of a window's prints ``qp`` (the near rungs' first) verified
+        against their references' sketches (the identifier's ``agreement``, on the window
+        with its speech cells left out), when the confidence model reads it and the catalog
+        has sketches: the first that then matches, else the last as it was."""
         ident, fp = self.ident, self.fp
-        last = decided[-1][1]
+        last = decided[-1]
         if (ident.sketches is None or not ident.calibration.verifies
                 or self._audio is None or not hasattr(fp, "talk_over_view")):
             return last
@@ -344,7 +342,7 @@ class StreamMatcher:
         # where chance alignments agree below ~0.15 and right ones under talk above ~0.2
         plain = fp.view(seg)  # type: ignore[attr-defined]
         view = None
-        for qp, found in decided:
+        for found in decided:
             if not found.raw:
                 continue
             probe = [replace(a, agreement=None) for a in found.raw]
@@ -399,12 +397,6 @@ INCR_KEEP_S = 1.0
 INCR_CONTEXT_S = 1.5
 
 
-def _take(c: Candidates, keep: np.ndarray) -> Candidates:
-    """The candidates where ``keep`` (their ``qidx`` unchanged)."""
-    return Candidates(c.qidx[keep], c.ref_key[keep], c.entry[keep], c.t[keep], c.f[keep],
-                      c.span[keep])
-
-
 def _subset(h: _Hop, keep: np.ndarray) -> _Hop:
     idx = np.cumsum(keep) - 1
     c = h.cand
@@ -441,9 +433,8 @@ def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candida
         if k0 >= len(h.hashes):
             continue
         if k0:
-            ck = c.qidx >= k0
-            c = Candidates(c.qidx[ck] - k0, c.ref_key[ck], c.entry[ck], c.t[ck], c.f[ck],
-                           c.span[ck])
+            c = c.take(c.qidx >= k0)
+            c.qidx -= k0
         hh = h.hashes
         hs.append(Hashes(hh.key[k0:], hh.t[k0:], hh.f[k0:], hh.span[k0:]))
         sp.append(h.speed[k0:])
