@@ -95,10 +95,20 @@ class Identifier:
     #: is decided again on the near rungs with ``dense_peaks_per_second`` peaks added (0: off)
     dense_below_db: float = 11.0
     dense_peaks_per_second: float = 26.0
+    #: decisions after a query's first (the far rungs, talk, the dense pass: queries the
+    #: first look did not settle) vote with ``MatchParams.smooth``: a few hits spread over
+    #: neighbouring vote cells still reach the detail fit
+    smooth_later: bool = True
 
     #: a key holding more than this many entries per million in a shard is a stop word
     stop_per_million: float = 75.0
     min_stop: int = 40
+
+    def later(self) -> Identifier:
+        """The identifier of the decisions after a query's first (:attr:`smooth_later`)."""
+        if not self.smooth_later or self.params.smooth:
+            return self
+        return replace(self, params=replace(self.params, smooth=True))
 
     def lookup(self, keys: np.ndarray) -> Candidates:
         """Fan the keys out to every shard and concatenate what they return."""
@@ -189,6 +199,7 @@ class Identifier:
         # alignments as one pass over all of them)
         if self.settled(res):
             return res
+        passes.ident = self.later()
         cells, tview = self._talk_cells(y, view, verifying)
         if cells is not None:  # talk over the music: its companions near speed 1 first
             passes.add(fp.companions(y, cells, first))  # type: ignore[attr-defined]
@@ -214,7 +225,8 @@ class Identifier:
             got = passes.decide(tview)
             if got.status == "match":
                 return got
-        return self.reverify(full, res, tview)  # no talk: verified without the mask's cells
+        # no talk: verified without the mask's cells
+        return passes.ident.reverify(full, res, tview)
 
     def _talk_cells(self, y: np.ndarray, view: QueryView | None, verifying: bool
                     ) -> tuple[np.ndarray | None, QueryView | None]:
@@ -234,6 +246,7 @@ class Identifier:
         if cells is None:  # no talk: the plain alignments, verified on the masked view
             return res if tview is None or tview is view else self.reverify(passes.qp, res,
                                                                             tview)
+        passes.ident = self.later()
         passes.add(self.fingerprinter.companions(y, cells))  # type: ignore[attr-defined]
         return passes.decide(tview)
 

@@ -40,6 +40,11 @@ class MatchParams:
     min_inliers: int = 5  #: fewer agreeing entries than this is no match at all
     gap_s: float = 5.0  #: no evidence for longer than this in the query ends a segment
     max_matches: int = 10
+    #: a cell's score adds its neighbours in shift and log scale too (3 × 3 × 2 cells: the
+    #: window the detail fit collects), and a cell within that window of a better one of
+    #: the same reference is not examined: finds alignments whose few hits the per-candidate
+    #: scale and shift spread over neighbouring cells (the fallback of hard queries)
+    smooth: bool = False
 
 
 @dataclass
@@ -186,12 +191,15 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
         parts = vote_parts(h, cand, params)
     top_cells, top_pair, top_group, perm, starts, refs, hits = _vote(
         cand.qidx, cand.ref_key, h.t, parts.hi, parts.scale, parts.o0, tc + parts.t0,
-        params.offset_bin, params.min_inliers)
+        params.offset_bin, params.min_inliers, params.smooth)
     if top_cells.size == 0:
         return RankedAlignments([], [])
     # the strongest cells, ranked as a stable argsort of the pair scores in cell order
     srt = np.argsort(top_cells, kind="stable")
-    chosen = srt[np.argsort(-top_pair[srt], kind="stable")[: params.max_cells]]
+    ranked = srt[np.argsort(-top_pair[srt], kind="stable")]
+    if params.smooth:
+        ranked = ranked[_apart(top_cells[ranked], params.max_cells)]
+    chosen = ranked[: params.max_cells]
     # 2. in detail, on the candidates of the references of those cells only; each reference
     #    is one slice of `sel`, in candidate order
     groups = np.unique(top_group[chosen])
@@ -281,8 +289,37 @@ def _parts(qidx, t, f, span, ht, hf, hspan, min_scale, max_scale, shift_bin,
     return hi, scale_out, o0
 
 
+@numba.njit(cache=True, nogil=True)
+def _apart(cells, k):  # pragma: no cover
+    """Positions of the first ``k`` of ``cells`` (ranked best first) that lie outside the
+    detail window (shift and log-scale bin ±1, offset bin −2…+3) of a better kept cell of
+    the same reference."""
+    keep = np.empty(min(k, cells.size), np.int64)
+    m = 0
+    for i in range(cells.size):
+        c = cells[i]
+        ok = True
+        for j in range(m):
+            d = cells[keep[j]]
+            if (d >> 32) != (c >> 32):
+                continue
+            ds = np.int64(((c >> 24) - (d >> 24) + 128) & 0xFF) - 128
+            dl = np.int64(((c >> 16) - (d >> 16) + 128) & 0xFF) - 128
+            do = (c & 0xFFFF) - (d & 0xFFFF)
+            if abs(ds) <= 1 and abs(dl) <= 1 and -2 <= do <= 3:
+                ok = False
+                break
+        if ok:
+            keep[m] = i
+            m += 1
+            if m == keep.size:
+                break
+    return keep[:m]
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers):  # pragma: no cover
+def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
+          smooth=False):  # pragma: no cover
     """Count the candidates per vote cell; keep the cells whose pair score reaches ``min_inliers``.
 
     A cell is ``ref << 32 | shift bin << 24 | log-scale bin << 16 | offset bin`` (the low
@@ -292,6 +329,9 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers):  # pra
     sort), then counted per reference in a small hash table that stays in cache (much
     cheaper than sorting every candidate). Candidates of hashes before the query's start
     (``ht < 0``) are left out.
+
+    With ``smooth``, the pair score also adds the cells one shift bin and one log-scale
+    bin away (and their offset neighbours): 18 cells, wrapping inside the reference.
 
     Returns
     -------
@@ -366,7 +406,17 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers):  # pra
         for u in range(k):
             c = keys[used[u]]
             pair = cnt[used[u]]
-            if c != 0xFFFFFFFF:
+            if smooth:
+                pair = 0
+                for ds in range(-1, 2):
+                    for dl in range(-1, 2):
+                        for do in range(2):
+                            nb = (((np.int64(c >> 24) + ds) & 0xFF) << 24
+                                  | ((np.int64(c >> 16) + dl) & 0xFF) << 16
+                                  | ((np.int64(c) + do) & 0xFFFF))
+                            j = _probe(keys, cnt, np.uint32(nb), tb)
+                            pair += cnt[j]
+            elif c != 0xFFFFFFFF:
                 j = _probe(keys, cnt, np.uint32(c + np.uint32(1)), tb)
                 pair += cnt[j]
             else:  # the neighbour is cell 0 of reference + 1 (wrapping, as int64 does)

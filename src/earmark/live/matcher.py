@@ -250,16 +250,17 @@ class StreamMatcher:
         music at speed ~1 nothing but chance hits, which raise its rivals and its null
         level."""
         decided: list[Identification] = []
+        ident = self.ident.later()  # a second look, as a file query's after its first
         lo, hi = self.provisional_speeds
         near_h = (qp.speed >= lo) & (qp.speed <= hi)
         if near_h.size and not near_h.all():
             near_e = (extra.speed >= lo) & (extra.speed <= hi)
-            found = self.ident.identify_joined(qp, cand.take(near_h[cand.qidx]), extra,
-                                               more.take(near_e[more.qidx]))
+            found = ident.identify_joined(qp, cand.take(near_h[cand.qidx]), extra,
+                                          more.take(near_e[more.qidx]))
             if found.status == "match":
                 return found
             decided.append(found)
-        found = self.ident.identify_joined(qp, cand, extra, more)
+        found = ident.identify_joined(qp, cand, extra, more)
         if found.status == "match":
             return found
         decided.append(found)

@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The vote of alignment (``identify/match.py``) on generated candidate sets: the smoothed
+vote of hard queries finds a line whose few hits the per-candidate scale and shift spread
+over neighbouring cells."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from earmark.identify.fingerprinter import QueryPrints
+from earmark.identify.hashes import Hashes
+from earmark.identify.match import MatchParams, align
+from earmark.index.base import Candidates
+
+TEMPO = 2.0 ** 0.04  #: the true line's slope: on the edge of two log-scale cells
+SPAN = 20.0
+
+
+def _line(ref: int, n: int, offset: float, t0: int, *, spread: bool = True
+          ) -> tuple[Hashes, Candidates]:
+    """``n`` query hashes whose candidates of ``ref`` lie on ``t_ref = offset + TEMPO·t_q``;
+    with ``spread``, their spans and frequencies jitter across two log-scale cells and two
+    shift cells (as real triplets' do around a cell edge)."""
+    i = np.arange(n)
+    tq = np.linspace(10, 300, n).astype(np.float32)
+    fq = (60 + i % 7).astype(np.float32)
+    shift = np.where(i % 2 == 0, 0.9, 1.1) if spread else np.full(n, 0.0)
+    ls = np.where((i // 2) % 2 == 0, 0.035, 0.045) if spread else np.full(n, 0.04)
+    h = Hashes(np.arange(t0, t0 + n, dtype=np.uint32), tq, fq, np.full(n, SPAN, np.float32))
+    c = Candidates(qidx=(t0 + i).astype(np.int64), ref_key=np.full(n, ref, np.int64),
+                   entry=(ref * 1000 + i).astype(np.int64),
+                   t=(offset + TEMPO * tq).astype(np.float32),
+                   f=(fq - shift).astype(np.float32),
+                   span=(SPAN * 2.0 ** ls).astype(np.float32))
+    return h, c
+
+
+def _query(*parts: tuple[Hashes, Candidates]) -> tuple[QueryPrints, Candidates]:
+    hs = Hashes.concat([h for h, _ in parts])
+    qp = QueryPrints(hs, np.ones(len(hs), np.float32), duration_s=5.0, n_peaks=len(hs))
+    return qp, Candidates.concat([c for _, c in parts])
+
+
+def _chance(rng: np.random.Generator, n: int, t0: int) -> tuple[Hashes, Candidates]:
+    """Candidates of 30 other references, scattered in time, shift and scale."""
+    tq = rng.uniform(0, 312, n).astype(np.float32)
+    fq = rng.uniform(20, 150, n).astype(np.float32)
+    h = Hashes(np.arange(t0, t0 + n, dtype=np.uint32), tq, fq,
+               rng.uniform(8, 40, n).astype(np.float32))
+    c = Candidates(qidx=np.arange(t0, t0 + n, dtype=np.int64),
+                   ref_key=rng.integers(100, 130, n).astype(np.int64),
+                   entry=np.arange(n, dtype=np.int64) + 10**6,
+                   t=rng.uniform(0, 20000, n).astype(np.float32),
+                   f=rng.uniform(20, 150, n).astype(np.float32),
+                   span=rng.uniform(8, 40, n).astype(np.float32))
+    return h, c
+
+
+@settings(max_examples=30, deadline=None)
+@given(delta=st.floats(-400, 400), seed=st.integers(0, 2**16))
+def test_the_smoothed_vote_finds_a_spread_line_and_its_offset_moves_with_it(
+        delta: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    line = _line(7, 10, 504.0 + delta, 0)
+    qp, cand = _query(line, _chance(rng, 400, 10))
+    # each of the four (shift, scale) cells holds 2-3 of the 10 hits: below min_inliers
+    assert not [a for a in align(qp, cand, MatchParams()) if a.ref_key == 7]
+    found = [a for a in align(qp, cand, MatchParams(smooth=True)) if a.ref_key == 7]
+    assert len(found) == 1
+    a = found[0]
+    assert a.score == 10
+    assert abs(a.offset - (504.0 + delta)) < 1.0  # the query shifted by Δ → offset by Δ
+    assert abs(a.scale - TEMPO) < 0.002 and abs(a.shift - 1.0) < 0.11
+
+
+def test_a_strong_lines_neighbour_cells_do_not_take_the_examined_slots() -> None:
+    # reference 7: 40 hits spread over eight cells, each of which the smoothed vote scores
+    # ~40; reference 9: 8 hits in one cell. Two cells are examined: without suppression
+    # both would be reference 7's
+    strong = _line(7, 40, 504.0, 0)
+    weak = _line(9, 8, 2000.0, 40, spread=False)
+    qp, cand = _query(strong, weak)
+    refs = {a.ref_key for a in align(qp, cand, MatchParams(smooth=True, max_cells=2))}
+    assert refs == {7, 9}
