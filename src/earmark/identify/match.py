@@ -40,10 +40,11 @@ class MatchParams:
     min_inliers: int = 5  #: fewer agreeing entries than this is no match at all
     gap_s: float = 5.0  #: no evidence for longer than this in the query ends a segment
     max_matches: int = 10
-    #: a cell's score adds its neighbours in shift and log scale too (3 × 3 × 2 cells: the
-    #: window the detail fit collects), and a cell within that window of a better one of
-    #: the same reference is not examined: finds alignments whose few hits the per-candidate
-    #: scale and shift spread over neighbouring cells (the fallback of hard queries)
+    #: besides the ``max_cells`` best cells, examine as many more ranked by a smoothed
+    #: score that adds the cell's neighbours in shift and log scale (3 × 3 × 2 cells: the
+    #: window the detail fit collects), one per such window: finds alignments whose few
+    #: hits the per-candidate scale and shift spread over neighbouring cells (a query's
+    #: second look, :meth:`~earmark.identify.identifier.Identifier.later`)
     smooth: bool = False
 
 
@@ -116,8 +117,9 @@ def vote_parts(hashes: Hashes, cand: Candidates, params: MatchParams = MatchPara
     return VoteParts(hi, scale, o0, t0)
 
 
-#: a vote cell's rank among the cells examined: ``(-pair score, cell)``, best first
-Rank = tuple[int, int]
+#: a vote cell's rank among the cells examined: ``(list, -score, cell)``, best first in
+#: each list (0: ranked by pair score; 1: the smoothed vote's extra cells)
+Rank = tuple[int, int, int]
 
 
 @dataclass
@@ -149,10 +151,14 @@ def merge_ranked(parts: Sequence[RankedAlignments], params: MatchParams = MatchP
     ``max_cells`` best cells of all shards: each of them is among the best ``max_cells`` of
     its own shard, and a shard examines its cells of one reference in rank order, so the
     alignments of those cells are the ones one shard holding everything finds (the others a
-    shard examined are dropped). Then, as one shard does: by score, overlaps of one
-    reference removed, at most ``max_matches``.
+    shard examined are dropped). The smoothed vote's extra cells likewise, the best
+    ``max_cells`` of them (one shard leaves out of them the cells it examines by pair score,
+    where several shards leave out each shard's own: nearly the same). Then, as one shard
+    does: by score, overlaps of one reference removed, at most ``max_matches``.
     """
-    top = set(sorted(r for p in parts for r in p.examined)[: params.max_cells])
+    ranks = sorted(r for p in parts for r in p.examined)
+    top = set([r for r in ranks if r[0] == 0][: params.max_cells]
+              + [r for r in ranks if r[0] == 1][: params.max_cells])
     kept = sorted(((r, a) for p in parts for r, a in p.found if r in top),
                   key=lambda x: x[0])
     results = [a for _, a in kept]
@@ -189,17 +195,22 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     #    query's centre so that an error in the per-candidate scale moves it little
     if parts is None:
         parts = vote_parts(h, cand, params)
-    top_cells, top_pair, top_group, perm, starts, refs, hits = _vote(
+    top_cells, top_pair, top_box, top_group, perm, starts, refs, hits = _vote(
         cand.qidx, cand.ref_key, h.t, parts.hi, parts.scale, parts.o0, tc + parts.t0,
         params.offset_bin, params.min_inliers, params.smooth)
     if top_cells.size == 0:
         return RankedAlignments([], [])
     # the strongest cells, ranked as a stable argsort of the pair scores in cell order
     srt = np.argsort(top_cells, kind="stable")
-    ranked = srt[np.argsort(-top_pair[srt], kind="stable")]
-    if params.smooth:
-        ranked = ranked[_apart(top_cells[ranked], params.max_cells)]
-    chosen = ranked[: params.max_cells]
+    srt_pair = srt[top_pair[srt] >= params.min_inliers]
+    chosen = srt_pair[np.argsort(-top_pair[srt_pair], kind="stable")[: params.max_cells]]
+    n_pair = chosen.size
+    if params.smooth:  # then as many more by the smoothed score, one per detail window
+        by_box = srt[np.argsort(-top_box[srt], kind="stable")]
+        both = np.concatenate([chosen, by_box])
+        chosen = both[_apart(top_cells[both], n_pair, params.max_cells)]
+    if chosen.size == 0:
+        return RankedAlignments([], [])
     # 2. in detail, on the candidates of the references of those cells only; each reference
     #    is one slice of `sel`, in candidate order
     groups = np.unique(top_group[chosen])
@@ -217,7 +228,8 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     sb = np.floor(shift / params.shift_bin + 0.5).astype(np.int64)
     lb = np.floor(ls / params.log_scale_bin + 0.5).astype(np.int64)
     ob = np.floor(off_c / params.offset_bin).astype(np.int64) + 1024
-    examined: list[Rank] = [(-int(top_pair[ci]), int(top_cells[ci])) for ci in chosen]
+    examined: list[Rank] = [(0, -int(top_pair[ci]), int(top_cells[ci])) for ci in chosen[:n_pair]]
+    examined += [(1, -int(top_box[ci]), int(top_cells[ci])) for ci in chosen[n_pair:]]
     grp = top_group[chosen]
     bounds = np.array([slice_of[int(g)] for g in grp], np.int64).reshape(-1, 2)
     kept, a, s, shift_est, score, good, cut = detail(
@@ -290,15 +302,19 @@ def _parts(qidx, t, f, span, ht, hf, hspan, min_scale, max_scale, shift_bin,
 
 
 @numba.njit(cache=True, nogil=True)
-def _apart(cells, k):  # pragma: no cover
-    """Positions of the first ``k`` of ``cells`` (ranked best first) that lie outside the
-    detail window (shift and log-scale bin ±1, offset bin −2…+3) of a better kept cell of
-    the same reference."""
-    keep = np.empty(min(k, cells.size), np.int64)
+def _apart(cells, fixed, k):  # pragma: no cover
+    """Positions in ``cells`` of its first ``fixed`` cells (kept as they are), then of the
+    first ``k`` of the rest (ranked best first) that lie outside the detail window (shift
+    and log-scale bin ±1, offset bin −2…+3) of a kept cell of the same reference."""
+    keep = np.empty(min(fixed + k, cells.size), np.int64)
     m = 0
     for i in range(cells.size):
         c = cells[i]
         ok = True
+        if i < fixed:
+            keep[m] = i
+            m += 1
+            continue
         for j in range(m):
             d = cells[keep[j]]
             if (d >> 32) != (c >> 32):
@@ -330,13 +346,15 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
     cheaper than sorting every candidate). Candidates of hashes before the query's start
     (``ht < 0``) are left out.
 
-    With ``smooth``, the pair score also adds the cells one shift bin and one log-scale
-    bin away (and their offset neighbours): 18 cells, wrapping inside the reference.
+    With ``smooth``, a cell also gets a box score that adds the cells one shift bin and one
+    log-scale bin away (and their offset neighbours): 18 cells, wrapping inside the
+    reference; it is kept when that reaches ``min_inliers``.
 
     Returns
     -------
-    cells, pairs, group : np.ndarray [dtype=int64]
-        The cells kept (in no order), their pair scores and the group of their reference.
+    cells, pairs, boxes, group : np.ndarray [dtype=int64]
+        The cells kept (in no order), their pair scores, box scores (the pair scores
+        without ``smooth``) and the group of their reference.
     perm : np.ndarray [dtype=int64]
         Positions of the candidates in the scale range, grouped by reference, ascending in each.
     starts : np.ndarray [dtype=int64]
@@ -392,6 +410,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
     used = np.empty(big, np.int64)
     cells = np.empty(64, np.int64)
     pairs = np.empty(64, np.int64)
+    boxes = np.empty(64, np.int64)
     group = np.empty(64, np.int64)
     m = 0
     for g in range(n_ref):
@@ -406,8 +425,8 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         for u in range(k):
             c = keys[used[u]]
             pair = cnt[used[u]]
-            if smooth:
-                pair = 0
+            box = 0
+            if smooth and cnt[used[u]] >= 2:  # (a lone candidate is most cells: chance)
                 for ds in range(-1, 2):
                     for dl in range(-1, 2):
                         for do in range(2):
@@ -415,8 +434,8 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
                                   | ((np.int64(c >> 16) + dl) & 0xFF) << 16
                                   | ((np.int64(c) + do) & 0xFFFF))
                             j = _probe(keys, cnt, np.uint32(nb), tb)
-                            pair += cnt[j]
-            elif c != 0xFFFFFFFF:
+                            box += cnt[j]
+            if c != 0xFFFFFFFF:
                 j = _probe(keys, cnt, np.uint32(c + np.uint32(1)), tb)
                 pair += cnt[j]
             else:  # the neighbour is cell 0 of reference + 1 (wrapping, as int64 does)
@@ -424,19 +443,23 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
                     if refs[h] == refs[g] + 1:
                         for p in range(starts[h], starts[h + 1]):
                             pair += glow[p] == 0
-            if pair < min_inliers:
+            if box == 0:
+                box = pair
+            if box < min_inliers:
                 continue
             if m == cells.size:
                 cells = np.concatenate((cells, np.empty(m, np.int64)))
                 pairs = np.concatenate((pairs, np.empty(m, np.int64)))
+                boxes = np.concatenate((boxes, np.empty(m, np.int64)))
                 group = np.concatenate((group, np.empty(m, np.int64)))
             cells[m] = (refs[g] << 32) | np.int64(c)
             pairs[m] = pair
+            boxes[m] = box
             group[m] = g
             m += 1
         for u in range(k):
             cnt[used[u]] = 0
-    return cells[:m], pairs[:m], group[:m], perm, starts, refs, hits
+    return cells[:m], pairs[:m], boxes[:m], group[:m], perm, starts, refs, hits
 
 
 @numba.njit(cache=True, nogil=True)
