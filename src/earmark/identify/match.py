@@ -152,8 +152,7 @@ def merge_ranked(parts: Sequence[RankedAlignments], params: MatchParams = MatchP
     its own shard, and a shard examines its cells of one reference in rank order, so the
     alignments of those cells are the ones one shard holding everything finds (the others a
     shard examined are dropped). The smoothed vote's extra cells likewise, the best
-    ``max_cells`` of them (one shard leaves out of them the cells it examines by pair score,
-    where several shards leave out each shard's own: nearly the same). Then, as one shard
+    ``max_cells`` of them (a cell on both lists counts on the first). Then, as one shard
     does: by score, overlaps of one reference removed, at most ``max_matches``.
     """
     ranks = sorted(r for p in parts for r in p.examined)
@@ -204,11 +203,17 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     srt = np.argsort(top_cells, kind="stable")
     srt_pair = srt[top_pair[srt] >= params.min_inliers]
     chosen = srt_pair[np.argsort(-top_pair[srt_pair], kind="stable")[: params.max_cells]]
-    n_pair = chosen.size
-    if params.smooth:  # then as many more by the smoothed score, one per detail window
+    listed = np.zeros(top_cells.size, np.int64)  # the rank list of each chosen cell
+    if params.smooth:
+        # and as many by the smoothed score, one per detail window; all of them examined
+        # best smoothed score first: the window centred on a spread line takes its hits
+        # before an off-centre cell's window takes a part of them
         by_box = srt[np.argsort(-top_box[srt], kind="stable")]
-        both = np.concatenate([chosen, by_box])
-        chosen = both[_apart(top_cells[both], n_pair, params.max_cells)]
+        extra = by_box[_apart(top_cells[by_box], 0, params.max_cells)]
+        listed[extra] = 1
+        listed[chosen] = 0
+        both = np.union1d(chosen, extra)
+        chosen = both[np.lexsort((top_cells[both], -top_box[both]))]
     if chosen.size == 0:
         return RankedAlignments([], [])
     # 2. in detail, on the candidates of the references of those cells only; each reference
@@ -228,8 +233,9 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     sb = np.floor(shift / params.shift_bin + 0.5).astype(np.int64)
     lb = np.floor(ls / params.log_scale_bin + 0.5).astype(np.int64)
     ob = np.floor(off_c / params.offset_bin).astype(np.int64) + 1024
-    examined: list[Rank] = [(0, -int(top_pair[ci]), int(top_cells[ci])) for ci in chosen[:n_pair]]
-    examined += [(1, -int(top_box[ci]), int(top_cells[ci])) for ci in chosen[n_pair:]]
+    examined: list[Rank] = [
+        (int(listed[ci]), -int((top_box if listed[ci] else top_pair)[ci]), int(top_cells[ci]))
+        for ci in chosen]
     grp = top_group[chosen]
     bounds = np.array([slice_of[int(g)] for g in grp], np.int64).reshape(-1, 2)
     kept, a, s, shift_est, score, good, cut = detail(
