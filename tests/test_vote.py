@@ -84,3 +84,20 @@ def test_a_strong_lines_neighbour_cells_do_not_take_the_examined_slots() -> None
     qp, cand = _query(strong, weak)
     refs = {a.ref_key for a in align(qp, cand, MatchParams(smooth=True, max_cells=2))}
     assert refs == {7, 9}
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_the_smoothed_vote_only_adds_to_the_plain_alignments(seed: int) -> None:
+    """The extra cells are fitted on the candidates the plain cells left, and their
+    alignments come after the plain ones: what the plain vote found stands unchanged."""
+    rng = np.random.default_rng(seed)
+    qp, cand = _query(_line(9, 12, 2000.0, 0, spread=False), _line(7, 10, 504.0, 12),
+                      _chance(rng, 600, 22))
+    plain = align(qp, cand, MatchParams())
+    both = align(qp, cand, MatchParams(smooth=True))
+    key = [(a.ref_key, a.score, a.offset, a.scale, a.shift) for a in plain]
+    assert [(a.ref_key, a.score, a.offset, a.scale, a.shift)
+            for a in both if not a.extra] == key
+    assert not any(a.extra for a in plain)
+    assert any(a.extra and a.ref_key == 7 for a in both)

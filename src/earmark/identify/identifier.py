@@ -305,10 +305,11 @@ class Identifier:
         return self._decide(qp, [replace(a, agreement=None) for a in res.raw], view)
 
     def verify(self, al: list[Alignment], view: QueryView) -> None:
-        """Set the ``agreement`` of the best ``verify_top`` alignments (by score) with their
-        reference's sketch. The others, and references without a sketch (added before
-        sketches existed), keep None and are judged by ``plain_calibration``."""
-        head = sorted((a for a in al if a.agreement is None), key=lambda a: -a.score)
+        """Set the ``agreement`` of the best ``verify_top`` alignments (by score, those of
+        the smoothed vote's extra cells after the others) with their reference's sketch.
+        The others, and references without a sketch (added before sketches existed), keep
+        None and are judged by ``plain_calibration``."""
+        head = sorted((a for a in al if a.agreement is None), key=lambda a: (a.extra, -a.score))
         head = head[: self.verify_top]
         if not head or self.sketches is None:
             return
@@ -391,12 +392,16 @@ def runner_up(a: Alignment, others: Sequence[Alignment]) -> int:
     Rivals are alignments of other references and alignments of the same reference under
     another transform (an alias: the same music matched a fifth or an octave away, which
     harmonic music invites); the same reference under the same transform at another offset
-    is a repeat and no rival.
+    is a repeat and no rival. Alignments of the smoothed vote's extra cells
+    (``Alignment.extra``) are no rivals either: the looser search of a second look finds
+    chance alignments that the confidence model, fitted on the plain vote's rivals, would
+    read as contradicting a right one (two right matches at 0.85 and 0.99 fell under the
+    threshold that way).
     """
     lo, hi = float(a.q_times.min()), float(a.q_times.max())
     best = 0
     for o in others:
-        if o is a or (o.ref_key == a.ref_key and same_transform(o, a)):
+        if o is a or o.extra or (o.ref_key == a.ref_key and same_transform(o, a)):
             continue
         if o.q_times.max() >= lo and o.q_times.min() <= hi:
             best = max(best, o.score)

@@ -67,6 +67,9 @@ class Alignment:
     #: spectral agreement with the reference's sketch (:func:`earmark.identify.verify.agreement`),
     #: once the identifier has verified the alignment
     agreement: float | None = None
+    #: found in one of the smoothed vote's extra cells (``MatchParams.smooth``): a looser
+    #: search's find, which may be reported but is nobody's rival
+    extra: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,9 @@ def merge_ranked(parts: Sequence[RankedAlignments], params: MatchParams = MatchP
                   key=lambda x: x[0])
     results = [a for _, a in kept]
     results.sort(key=lambda r: -r.score)
-    return _dedupe(results)[: params.max_matches]
+    plain = _dedupe([a for a in results if not a.extra])[: params.max_matches]
+    extra = _dedupe(plain + [a for a in results if a.extra])[len(plain):]
+    return plain + extra[: params.max_matches]
 
 
 def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchParams(),
@@ -205,15 +210,13 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     chosen = srt_pair[np.argsort(-top_pair[srt_pair], kind="stable")[: params.max_cells]]
     listed = np.zeros(top_cells.size, np.int64)  # the rank list of each chosen cell
     if params.smooth:
-        # and as many by the smoothed score, one per detail window; all of them examined
-        # best smoothed score first: the window centred on a spread line takes its hits
-        # before an off-centre cell's window takes a part of them
+        # and as many by the smoothed score, one per detail window, examined after them on
+        # the candidates they left (so the plain cells' alignments are the plain vote's)
         by_box = srt[np.argsort(-top_box[srt], kind="stable")]
         extra = by_box[_apart(top_cells[by_box], 0, params.max_cells)]
+        extra = extra[~np.isin(extra, chosen)]
         listed[extra] = 1
-        listed[chosen] = 0
-        both = np.union1d(chosen, extra)
-        chosen = both[np.lexsort((top_cells[both], -top_box[both]))]
+        chosen = np.concatenate([chosen, extra])
     if chosen.size == 0:
         return RankedAlignments([], [])
     # 2. in detail, on the candidates of the references of those cells only; each reference
@@ -250,7 +253,8 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
         results.append((examined[ci], Alignment(
             ref_key=int(refs[g]), score=int(score[j]), offset=float(a[j]), scale=float(s[j]),
             shift=float(shift_est[j]), segments=_segments(qt, params.gap_s * frame_rate),
-            q_times=qt.astype(np.float32), ref_hits=int(hits[g]))))
+            q_times=qt.astype(np.float32), ref_hits=int(hits[g]),
+            extra=bool(listed[chosen[ci]]))))
     return RankedAlignments(examined, results)
 
 
