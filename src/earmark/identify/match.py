@@ -40,11 +40,12 @@ class MatchParams:
     min_inliers: int = 5  #: fewer agreeing entries than this is no match at all
     gap_s: float = 5.0  #: no evidence for longer than this in the query ends a segment
     max_matches: int = 10
-    #: besides the ``max_cells`` best cells, examine as many more ranked by a smoothed
+    #: after the ``max_cells`` best cells, examine as many more ranked by a smoothed
     #: score that adds the cell's neighbours in shift and log scale (3 × 3 × 2 cells: the
-    #: window the detail fit collects), one per such window: finds alignments whose few
-    #: hits the per-candidate scale and shift spread over neighbouring cells (a query's
-    #: second look, :meth:`~earmark.identify.identifier.Identifier.later`)
+    #: window the detail fit collects), one per such window, on the candidates the first
+    #: left: finds alignments whose few hits the per-candidate scale and shift spread over
+    #: neighbouring cells, and only adds them (``Alignment.extra``) to the plain vote's (a
+    #: query's second look, :meth:`~earmark.identify.identifier.Identifier.later`)
     smooth: bool = False
 
 
