@@ -214,7 +214,7 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
         # and as many by the smoothed score, one per detail window, examined after them on
         # the candidates they left (so the plain cells' alignments are the plain vote's)
         by_box = srt[np.argsort(-top_box[srt], kind="stable")]
-        extra = by_box[_apart(top_cells[by_box], 0, params.max_cells)]
+        extra = by_box[_apart(top_cells[by_box], params.max_cells)]
         extra = extra[~np.isin(extra, chosen)]
         listed[extra] = 1
         chosen = np.concatenate([chosen, extra])
@@ -313,19 +313,15 @@ def _parts(qidx, t, f, span, ht, hf, hspan, min_scale, max_scale, shift_bin,
 
 
 @numba.njit(cache=True, nogil=True)
-def _apart(cells, fixed, k):  # pragma: no cover
-    """Positions in ``cells`` of its first ``fixed`` cells (kept as they are), then of the
-    first ``k`` of the rest (ranked best first) that lie outside the detail window (shift
-    and log-scale bin ±1, offset bin −2…+3) of a kept cell of the same reference."""
-    keep = np.empty(min(fixed + k, cells.size), np.int64)
+def _apart(cells, k):  # pragma: no cover
+    """Positions of the first ``k`` of ``cells`` (ranked best first) that lie outside the
+    detail window (shift and log-scale bin ±1, offset bin −2…+3) of a better kept cell of
+    the same reference."""
+    keep = np.empty(min(k, cells.size), np.int64)
     m = 0
     for i in range(cells.size):
         c = cells[i]
         ok = True
-        if i < fixed:
-            keep[m] = i
-            m += 1
-            continue
         for j in range(m):
             d = cells[keep[j]]
             if (d >> 32) != (c >> 32):
@@ -347,7 +343,7 @@ def _apart(cells, fixed, k):  # pragma: no cover
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
           smooth=False):  # pragma: no cover
-    """Count the candidates per vote cell; keep the cells whose pair score reaches ``min_inliers``.
+    """Count the candidates per vote cell; keep the cells whose score reaches ``min_inliers``.
 
     A cell is ``ref << 32 | shift bin << 24 | log-scale bin << 16 | offset bin`` (the low
     fields masked to 8, 8 and 16 bits; the offset taken at the query's centre ``tc``, in the
