@@ -72,6 +72,13 @@ def fit_line(tq: np.ndarray, tr: np.ndarray, s0: float, tol: float
     return a, s, inl
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def in_window(ds, dl, do):  # pragma: no cover
+    """Whether a candidate (or a cell) this many shift, log-scale and offset bins from a
+    cell lies in the window the cell's detail fit collects: ±1, ±1 and −2…+3."""
+    return abs(ds) <= 1 and abs(dl) <= 1 and -2 <= do <= 3
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def detail(cells: np.ndarray, lo: np.ndarray, hi: np.ndarray, sb: np.ndarray, lb: np.ndarray,
            ob: np.ndarray, tq: np.ndarray, tr: np.ndarray, ls: np.ndarray, shift: np.ndarray,
@@ -129,8 +136,7 @@ def detail(cells: np.ndarray, lo: np.ndarray, hi: np.ndarray, sb: np.ndarray, lb
         n_in = 0
         idx = np.empty(hi[ci] - lo[ci], np.int64)
         for i in range(lo[ci], hi[ci]):
-            if (not taken[i] and abs(sb[i] - sc) <= 1 and abs(lb[i] - lc) <= 1
-                    and abs(ob[i] - oc - 0.5) <= 2.5):
+            if not taken[i] and in_window(sb[i] - sc, lb[i] - lc, ob[i] - oc):
                 idx[n_in] = i
                 n_in += 1
         if n_in < min_inliers:

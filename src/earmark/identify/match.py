@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from earmark.identify.fingerprinter import QueryPrints
-from earmark.identify.fit import detail
+from earmark.identify.fit import detail, in_window
 from earmark.identify.hashes import Hashes
 from earmark.index.base import Candidates
 
@@ -218,8 +218,6 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
         extra = extra[~np.isin(extra, chosen)]
         listed[extra] = 1
         chosen = np.concatenate([chosen, extra])
-    if chosen.size == 0:
-        return RankedAlignments([], [])
     # 2. in detail, on the candidates of the references of those cells only; each reference
     #    is one slice of `sel`, in candidate order
     groups = np.unique(top_group[chosen])
@@ -315,8 +313,8 @@ def _parts(qidx, t, f, span, ht, hf, hspan, min_scale, max_scale, shift_bin,
 @numba.njit(cache=True, nogil=True)
 def _apart(cells, k):  # pragma: no cover
     """Positions of the first ``k`` of ``cells`` (ranked best first) that lie outside the
-    detail window (shift and log-scale bin ±1, offset bin −2…+3) of a better kept cell of
-    the same reference."""
+    detail window (:func:`~earmark.identify.fit.in_window`) of a better kept cell of the
+    same reference."""
     keep = np.empty(min(k, cells.size), np.int64)
     m = 0
     for i in range(cells.size):
@@ -328,8 +326,7 @@ def _apart(cells, k):  # pragma: no cover
                 continue
             ds = np.int64(((c >> 24) - (d >> 24) + 128) & 0xFF) - 128
             dl = np.int64(((c >> 16) - (d >> 16) + 128) & 0xFF) - 128
-            do = (c & 0xFFFF) - (d & 0xFFFF)
-            if abs(ds) <= 1 and abs(dl) <= 1 and -2 <= do <= 3:
+            if in_window(ds, dl, (c & 0xFFFF) - (d & 0xFFFF)):
                 ok = False
                 break
         if ok:
@@ -432,16 +429,6 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         for u in range(k):
             c = keys[used[u]]
             pair = cnt[used[u]]
-            box = 0
-            if smooth and cnt[used[u]] >= 2:  # (a lone candidate is most cells: chance)
-                for ds in range(-1, 2):
-                    for dl in range(-1, 2):
-                        for do in range(2):
-                            nb = (((np.int64(c >> 24) + ds) & 0xFF) << 24
-                                  | ((np.int64(c >> 16) + dl) & 0xFF) << 16
-                                  | ((np.int64(c) + do) & 0xFFFF))
-                            j = _probe(keys, cnt, np.uint32(nb), tb)
-                            box += cnt[j]
             if c != 0xFFFFFFFF:
                 j = _probe(keys, cnt, np.uint32(c + np.uint32(1)), tb)
                 pair += cnt[j]
@@ -450,8 +437,16 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
                     if refs[h] == refs[g] + 1:
                         for p in range(starts[h], starts[h + 1]):
                             pair += glow[p] == 0
-            if box == 0:
-                box = pair
+            box = pair
+            if smooth and cnt[used[u]] >= 2:  # (a lone candidate is most cells: chance)
+                box = 0
+                for ds in range(-1, 2):
+                    for dl in range(-1, 2):
+                        for do in range(2):
+                            nb = (((np.int64(c >> 24) + ds) & 0xFF) << 24
+                                  | ((np.int64(c >> 16) + dl) & 0xFF) << 16
+                                  | ((np.int64(c) + do) & 0xFFFF))
+                            box += cnt[_probe(keys, cnt, np.uint32(nb), tb)]
             if box < min_inliers:
                 continue
             if m == cells.size:
