@@ -147,7 +147,7 @@ def test_no_match_on_music_that_is_not_in_the_catalog(catalog: Catalog) -> None:
 
 def test_tracker_needs_new_evidence_to_start() -> None:
     t = MatchTracker(end_after_s=3)
-    w = WindowMatch(ref_key=1, confidence=0.99, stream_start_ms=1000, stream_end_ms=4000,
+    w = WindowMatch(ref_key=1, confidence=0.85, stream_start_ms=1000, stream_end_ms=4000,
                     ref_start_ms=5000, ref_end_ms=8000, speed_ratio=1, pitch_semitones=0,
                     tempo_ratio=1)
     assert t.update([w], 5000) == []
@@ -160,6 +160,24 @@ def test_tracker_needs_new_evidence_to_start() -> None:
     (end,) = t.update([], 8100)
     assert end.kind == "ended" and end.match.stream_end_ms == 5000
     assert t.open == []  # the pending one expired too
+
+
+def test_two_confident_windows_start_without_new_evidence() -> None:
+    """Two windows that agree at ``quick_confidence`` or more start the match although the
+    second reaches no further on the line; one of them below it waits for new evidence."""
+    def starts(first: float, second: float, quick: float | None = 0.9) -> bool:
+        t = MatchTracker(end_after_s=3, instant_confidence=None, quick_confidence=quick)
+        w = WindowMatch(ref_key=1, confidence=first, stream_start_ms=1000,
+                        stream_end_ms=4000, ref_start_ms=5000, ref_end_ms=8000,
+                        speed_ratio=1, pitch_semitones=0, tempo_ratio=1)
+        assert t.update([w], 4000) == []
+        again = WindowMatch(**{**w.__dict__, "confidence": second, "stream_end_ms": 4100,
+                               "ref_end_ms": 8100})  # 0.1 s further: under min_growth_ms
+        return any(c.kind == "started" for c in t.update([again], 4500))
+
+    assert starts(0.95, 0.92)
+    assert not starts(0.95, 0.85) and not starts(0.85, 0.95)
+    assert not starts(0.99, 0.99, quick=None)
 
 
 def test_two_edits_at_once_need_a_confident_window_to_start() -> None:
