@@ -163,13 +163,15 @@ def test_tracker_needs_new_evidence_to_start() -> None:
 
 
 def test_two_confident_windows_start_without_new_evidence() -> None:
-    """Two windows that agree at ``quick_confidence`` or more start the match although the
-    second reaches no further on the line; one of them below it waits for new evidence."""
-    def starts(first: float, second: float, quick: float | None = 0.9) -> bool:
+    """Two windows that agree at ``quick_confidence`` or more on music played as it is start
+    the match although the second reaches no further on the line; one of them below it, or
+    a pitch-shifted or re-timed alignment (an octave alias), waits for new evidence."""
+    def starts(first: float, second: float, quick: float | None = 0.9, pitch: float = 0.0,
+               tempo: float = 1.0) -> bool:
         t = MatchTracker(end_after_s=3, instant_confidence=None, quick_confidence=quick)
         w = WindowMatch(ref_key=1, confidence=first, stream_start_ms=1000,
                         stream_end_ms=4000, ref_start_ms=5000, ref_end_ms=8000,
-                        speed_ratio=1, pitch_semitones=0, tempo_ratio=1)
+                        speed_ratio=1, pitch_semitones=pitch, tempo_ratio=tempo)
         assert t.update([w], 4000) == []
         again = WindowMatch(**{**w.__dict__, "confidence": second, "stream_end_ms": 4100,
                                "ref_end_ms": 8100})  # 0.1 s further: under min_growth_ms
@@ -178,6 +180,8 @@ def test_two_confident_windows_start_without_new_evidence() -> None:
     assert starts(0.95, 0.92)
     assert not starts(0.95, 0.85) and not starts(0.85, 0.95)
     assert not starts(0.99, 0.99, quick=None)
+    assert starts(0.95, 0.95, pitch=0.3, tempo=1.02)
+    assert not starts(0.95, 0.95, pitch=-12.59) and not starts(0.95, 0.95, tempo=1.25)
 
 
 def test_two_edits_at_once_need_a_confident_window_to_start() -> None:

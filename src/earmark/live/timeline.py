@@ -97,12 +97,15 @@ class MatchTracker:
         one bar of a catalog track at tempo 0.70 and −2 semitones (confidence 0.96)
         for 17 s in the benchmark's hour. 1.0: combined edits never start.
     quick_confidence : float or None
-        Two windows that agree and are both this confident start the match even when the
-        second adds less than ``min_growth_ms`` of evidence (``None``: always wait for
-        it). Under talk a window 0.5 s later rarely reaches further on the line (its
-        newest hits are few and provisional), so the start waited for the next full hop;
-        on 50 talked-over streams this starts half of them 0.5–2 s sooner, and no false
-        start in the benchmark's hour of non-catalog music and speech (docs/live.md).
+        Two windows that agree on music played as it is (tempo within ``tempo_tol`` of 1,
+        pitch within :data:`COMBINED_ST` of 0) and are both this confident start the match
+        even when the second adds less than ``min_growth_ms`` of evidence (``None``:
+        always wait for it). Under talk a window 0.5 s later rarely reaches further on the
+        line (its newest hits are few and provisional), so a start waited for the next
+        full hop. Chance alignments spread over the whole plane of tempo and pitch, and
+        the unedited corner is a thousandth of it: without that condition the rule also
+        started an octave alias (a non-catalog passage at −12.6 semitones, 0.92) in the
+        benchmark's hour of non-catalog music and speech (docs/live.md).
     """
 
     def __init__(self, *, end_after_s: float = 4.0, update_every_s: float = 5.0,
@@ -174,7 +177,9 @@ class MatchTracker:
             grew = w.stream_end_ms >= m.stream_end_ms + self.min_growth_ms
             quick = (self.quick_confidence is not None and not m.started
                      and w.stream_end_ms >= m.stream_end_ms
-                     and min(w.confidence, m.confidence) >= self.quick_confidence)
+                     and min(w.confidence, m.confidence) >= self.quick_confidence
+                     and abs(w.tempo_ratio - 1.0) <= self.tempo_tol
+                     and abs(w.pitch_semitones) <= COMBINED_ST)
             if w.stream_start_ms < m.stream_start_ms:
                 m.stream_start_ms, m.ref_start_ms = w.stream_start_ms, w.ref_start_ms
             if w.stream_end_ms > m.stream_end_ms:
