@@ -101,3 +101,46 @@ def test_the_smoothed_vote_only_adds_to_the_plain_alignments(seed: int) -> None:
             for a in both if not a.extra] == key
     assert not any(a.extra for a in plain)
     assert any(a.extra and a.ref_key == 7 for a in both)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), smooth=st.booleans())
+def test_the_vote_counts_the_same_whatever_the_reference_keys(seed: int, smooth: bool) -> None:
+    """Small reference keys are grouped by a plain array in one pass, others by a hash table
+    (``_number_refs``): renaming every reference by a large constant changes nothing but the
+    reference field of the cells (hashes before the query's start and candidates out of the
+    scale range included)."""
+    from earmark.identify.match import _vote, vote_parts
+
+    rng = np.random.default_rng(seed)
+    n_h, n_c = 300, 4000
+    t = np.sort(rng.uniform(-40, 400, n_h)).astype(np.float32)  # some before the start
+    h = Hashes(rng.integers(0, 2**32, n_h, dtype=np.uint32), t,
+               rng.uniform(20, 150, n_h).astype(np.float32),
+               rng.uniform(5, 40, n_h).astype(np.float32))
+    qidx = np.sort(rng.integers(0, n_h, n_c)).astype(np.int64)
+    ref_key = rng.integers(0, 12, n_c).astype(np.int64)
+    line = rng.random(n_c) < 0.3  # a third on lines: cells that reach min_inliers
+    tr = np.where(line, 500.0 + ref_key * 7 + h.t[qidx], rng.uniform(0, 3000, n_c))
+    span = np.where(rng.random(n_c) < 0.1, h.span[qidx] * 5.0, h.span[qidx])  # out of range
+    c = Candidates(qidx=qidx, ref_key=ref_key, entry=np.arange(n_c, dtype=np.int64),
+                   t=tr.astype(np.float32), f=h.f[qidx], span=span.astype(np.float32))
+    p = MatchParams(smooth=smooth)
+    parts = vote_parts(h, c, p)
+
+    def run(keys: np.ndarray) -> tuple[np.ndarray, ...]:
+        return _vote(c.qidx, keys, h.t, parts.hi, parts.scale, parts.o0, 200.0,
+                     p.offset_bin, p.min_inliers, smooth)
+
+    big = np.int64(3 << 20)  # above both limits of the plain array (2**16 and 2 n)
+    a, b = run(c.ref_key), run(c.ref_key + big)
+    assert a[0].size > 0
+    order_a, order_b = np.argsort(a[0]), np.argsort(b[0] - (big << 32))
+    np.testing.assert_array_equal(a[0][order_a], (b[0] - (big << 32))[order_b])
+    for x, y in zip(a[1:4], b[1:4], strict=True):  # pairs, boxes, groups
+        np.testing.assert_array_equal(x[order_a], y[order_b])
+    for x, y in zip(a[4:6], b[4:6], strict=True):  # perm, starts
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a[6] + big, b[6])  # refs
+    np.testing.assert_array_equal(a[7], b[7])  # hits
+    assert a[7].sum() == np.count_nonzero(h.t[c.qidx] >= 0)

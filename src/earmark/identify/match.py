@@ -359,7 +359,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
     cells, pairs, boxes, group : np.ndarray [dtype=int64]
         The cells kept (in no order), their pair scores, box scores (the pair scores
         without ``smooth``) and the group of their reference.
-    perm : np.ndarray [dtype=int64]
+    perm : np.ndarray [dtype=int32]
         Positions of the candidates in the scale range, grouped by reference, ascending in each.
     starts : np.ndarray [dtype=int64]
         Group ``g`` is ``perm[starts[g]:starts[g + 1]]``.
@@ -370,31 +370,71 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
     """
     n = qidx.size
     low = np.empty(n, np.uint32)
-    rid = np.zeros(n, np.int64)  # −1: before the query's start
+    rid = np.empty(n, np.int32)  # group of each candidate; −1: not voting
+    # one pass: which candidates are in the query, their cells' low fields and the range of
+    # their reference keys (memory bound: each pass over the candidates costs about the same)
+    lo, top = np.int64(0), np.int64(-1)
     for i in range(n):
         if ht[qidx[i]] < 0:
             rid[i] = -1
             continue
+        rid[i] = 0
+        r = ref_key[i]
+        if top < lo:
+            lo, top = r, r
+        lo, top = min(lo, r), max(top, r)
         if scale[i] > 0:
             ob = np.int64(np.floor((o0[i] + scale[i] * tc) / offset_bin)) + 1024
             low[i] = np.uint32((np.int64(hi[i]) << 16) | (ob & 0xFFFF))
-    refs = _number_refs(ref_key, rid)
-    n_ref = refs.size
-    hits = np.zeros(n_ref, np.int64)
-    for i in range(n):  # the reference's null level, then its candidates in the scale range
-        if rid[i] >= 0:
-            hits[rid[i]] += 1
-            if scale[i] <= 0:
+    if lo >= 0 and top < max(1 << 16, 2 * n):
+        # small keys (the usual case): groups numbered in order of first appearance by a
+        # plain array, with the reference's null level and its group's size in the same pass
+        group = np.full(top + 1, -1, np.int64)
+        hits_k = np.zeros(top + 1, np.int64)
+        size_k = np.zeros(top + 1, np.int64)
+        refs = np.empty(16, np.int64)
+        n_ref = 0
+        for i in range(n):
+            if rid[i] < 0:
+                continue
+            r = ref_key[i]
+            g = group[r]
+            if g < 0:
+                if n_ref == refs.size:
+                    refs = np.concatenate((refs, np.empty(n_ref, np.int64)))
+                refs[n_ref] = r
+                g = n_ref
+                group[r] = g
+                n_ref += 1
+            hits_k[r] += 1
+            if scale[i] > 0:
+                size_k[r] += 1
+                rid[i] = g
+            else:
                 rid[i] = -1
+        refs = refs[:n_ref]
+        hits = hits_k[refs]
+        starts = np.zeros(n_ref + 1, np.int64)
+        for g in range(n_ref):
+            starts[g + 1] = starts[g] + size_k[refs[g]]
+    else:
+        refs = _number_refs(ref_key, rid)
+        n_ref = refs.size
+        hits = np.zeros(n_ref, np.int64)
+        for i in range(n):  # the reference's null level, then its candidates in the scale range
+            if rid[i] >= 0:
+                hits[rid[i]] += 1
+                if scale[i] <= 0:
+                    rid[i] = -1
+        starts = np.zeros(n_ref + 1, np.int64)
+        for i in range(n):
+            if rid[i] >= 0:
+                starts[rid[i] + 1] += 1
+        for g in range(n_ref):
+            starts[g + 1] += starts[g]
     # group by reference, keeping the candidate order inside a group
-    starts = np.zeros(n_ref + 1, np.int64)
-    for i in range(n):
-        if rid[i] >= 0:
-            starts[rid[i] + 1] += 1
-    for g in range(n_ref):
-        starts[g + 1] += starts[g]
     fill = starts[:-1].copy()
-    perm = np.empty(starts[n_ref], np.int64)
+    perm = np.empty(starts[n_ref], np.int32)  # (half the bytes scattered)
     glow = np.empty(starts[n_ref], np.uint32)
     for i in range(n):
         g = rid[i]
