@@ -28,7 +28,14 @@ from earmark.audio.generators import pink_noise
 from earmark.cli.main import app
 from earmark.errors import BadMessage, KafkaInputError, KafkaMissing
 from earmark.runners import LocalRunner
-from earmark.runners.kafka import TopicRead, client, coordinates, parse_value, read_topic
+from earmark.runners.kafka import (
+    TopicRead,
+    client,
+    coordinates,
+    parse_value,
+    read_topic,
+)
+from earmark.runners.kafka_settings import load_client_config
 
 _log = logging.getLogger("test_kafka.librdkafka")
 
@@ -188,6 +195,40 @@ def test_option_errors(tmp_path: Path) -> None:
     assert code == 2 and "add --json or --results" in err
 
 
+def test_client_properties_file(tmp_path: Path) -> None:
+    f = tmp_path / "client.properties"
+    f.write_text("# a cluster with SASL over TLS\n\n security.protocol = SASL_SSL\n"
+                 "! another comment\nsasl.mechanisms=PLAIN\nsasl.username=svc\n"
+                 "sasl.password=a=b c\n", encoding="utf-8")
+    assert load_client_config(f) == {"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN",
+                                     "sasl.username": "svc", "sasl.password": "a=b c"}
+    for text, why in [("ssl.ca.location\n", "line 1 is not key=value"),
+                      ("=x\n", "line 1 is not key=value"),
+                      ("client.id=a\nclient.id=b\n", "line 2 sets client.id a second time"),
+                      ("group.id=g\n", "line 1 sets group.id, which the read sets itself"),
+                      ("bootstrap.servers=h:9092\n", "--kafka-bootstrap")]:
+        f.write_text(text, encoding="utf-8")
+        with pytest.raises(KafkaInputError, match=why):
+            load_client_config(f)
+    with pytest.raises(KafkaInputError, match=r"cannot read .*--kafka-config"):
+        load_client_config(tmp_path / "missing.properties")
+
+
+def test_client_settings_reach_the_client(broker: str, tmp_path: Path) -> None:
+    """A setting librdkafka does not know is named; a SASL handshake the broker refuses
+    (the mock cluster speaks no SASL) is reported with the client's own words."""
+    f = tmp_path / "client.properties"
+    f.write_text("no.such.setting=1\n", encoding="utf-8")
+    code, out, err = run("scan", "--db", tmp_path, "--kafka-topic", "t", "--kafka-bootstrap",
+                         broker, "--kafka-config", f)
+    assert code == 2 and out == ""
+    assert "kafka_error" in err and "no.such.setting" in err and "--kafka-config" in err
+    with pytest.raises(KafkaInputError, match=r"the client said: .*SASL.*--kafka-config"):
+        TopicRead(bootstrap=broker, topic="t", timeout_s=2, config={
+            "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN",
+            "sasl.username": "svc", "sasl.password": "secret"})
+
+
 def test_unreachable_cluster_and_unknown_topic(broker: str) -> None:
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))
@@ -217,7 +258,7 @@ def test_the_read_stops_at_the_end_offsets_seen_at_its_start(broker: str) -> Non
 
 @needs_ffmpeg
 def test_scan_answers_each_message_once(broker: str, catalog_home: Path,
-                                        uploads: dict[str, Path]) -> None:
+                                        uploads: dict[str, Path], tmp_path: Path) -> None:
     topic, where = new_topic(broker, uploads)
     code, out, err = run("scan", "--db", catalog_home, "--json", "--kafka-topic", topic,
                          "--kafka-bootstrap", broker)
@@ -226,9 +267,13 @@ def test_scan_answers_each_message_once(broker: str, catalog_home: Path,
     assert "9 input(s): 3 match, 1 no match, 5 error" in err
     bad = {r["input"]: r["reason"] for r in _lines(out) if r["input"].startswith("kafka://")}
     assert "not UTF-8" in bad[where[4]] and "empty" in bad[where[5]]
-    # the table shows the same, and the bootstrap may come from the environment
+    # the table shows the same, and the bootstrap and client settings may come from the
+    # environment
+    settings = tmp_path / "client.properties"
+    settings.write_text("client.id=earmark-test\nsocket.keepalive.enable=true\n")
     code, out, err = run("scan", "--db", catalog_home, "--kafka-topic", topic,
-                         env={"EARMARK_KAFKA_BOOTSTRAP": broker})
+                         env={"EARMARK_KAFKA_BOOTSTRAP": broker,
+                              "EARMARK_KAFKA_CONFIG": str(settings)})
     assert code == 0, err
     assert "ref0" in out and "bad_message" in out and where[6] in out
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """``earmark scan PATH... [--db DIR] [--json] [--runner local|ray] [--manifest FILE]
 [--results FILE] [--record] [--kafka-topic TOPIC --kafka-bootstrap HOST:PORT
-[--kafka-group G]]``."""
+[--kafka-group G] [--kafka-config FILE]]``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from earmark.cli import (
 from earmark.runners import RunnerName, open_runner
 from earmark.runners.inputs import ResultsFile, expand_inputs
 from earmark.runners.kafka import TopicRead, read_topic
+from earmark.runners.kafka_settings import load_client_config
 from earmark.runners.record import Recorder, pending
 from earmark.store.db import open_db
 
@@ -83,6 +84,11 @@ def scan(
         help="--kafka-topic: start at this consumer group's offsets, and commit them as "
              "results are written (needs --json or --results); a re-run goes on from "
              "there.")] = None,
+    kafka_config: Annotated[Path | None, typer.Option(
+        "--kafka-config", metavar="FILE", envvar="EARMARK_KAFKA_CONFIG", show_envvar=False,
+        help="--kafka-topic: client properties file (key=value lines: security.protocol, "
+             "sasl.*, ssl.*, ...) for a cluster with TLS or SASL. Default: "
+             "$EARMARK_KAFKA_CONFIG.")] = None,
     record: Annotated[bool, typer.Option(
         "--record", help="Also record each input in the service database "
         "($EARMARK_DATABASE_URL, else service.sqlite in --db) as an API upload would be: a "
@@ -102,18 +108,20 @@ def scan(
         _scan(out, paths or [], db=db, as_json=as_json, max_seconds=max_seconds,
               address=address, runner=runner, manifest=manifest, results_file=results_file,
               workers=workers, batch_size=batch_size, max_retries=max_retries,
-              kafka=(kafka_topic, kafka_bootstrap, kafka_group), record=record)
+              kafka=(kafka_topic, kafka_bootstrap, kafka_group, kafka_config),
+              record=record)
 
 
 def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
           max_seconds: float | None, address: str | None, runner: str,
           manifest: Path | None, results_file: Path | None, workers: int | None,
           batch_size: int, max_retries: int,
-          kafka: tuple[str | None, str | None, str | None] = (None, None, None),
+          kafka: tuple[str | None, str | None, str | None, Path | None] = (
+              None, None, None, None),
           record: bool = False) -> None:
     if runner not in ("local", "ray"):
         die(f"unknown runner {runner!r}; use --runner local or --runner ray")
-    topic, bootstrap, group = kafka
+    topic, bootstrap, group, client_config = kafka
     if topic is None and group is not None:
         die("--kafka-group needs --kafka-topic")
     if topic is not None and not bootstrap:
@@ -128,7 +136,9 @@ def _scan(out: TextIO, paths: list[str], *, db: Path | None, as_json: bool,
         inputs = expand_inputs(paths, manifest)
         if topic is not None:
             assert bootstrap is not None
-            feed = read_topic(bootstrap=bootstrap, topic=topic, group=group)
+            feed = read_topic(bootstrap=bootstrap, topic=topic, group=group,
+                              config=load_client_config(client_config)
+                              if client_config is not None else None)
             for note in feed.notes:
                 err.print(f"kafka: {note}", markup=False)
             inputs += feed.inputs

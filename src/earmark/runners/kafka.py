@@ -32,6 +32,14 @@ that offset are written (``--json`` lines flushed to stdout, ``--results`` lines
 synced to disk): at most once a second while results come, and once at the end. Messages
 that name the same input are answered together.
 
+**Client settings.** A cluster that wants TLS or SASL gets them from a client properties file
+(``--kafka-config FILE``, the ``key=value`` lines Kafka's own tools read; ``#`` or ``!`` starts
+a comment): librdkafka's names (``security.protocol``, ``sasl.mechanisms``,
+``sasl.username``, ``ssl.ca.location``, ...). A file keeps secrets off the command line,
+where other users of the machine see them in the process list. The settings the read relies
+on (the brokers, the group, offsets and commits) come from the options and cannot be set
+there (:mod:`earmark.runners.kafka_settings`).
+
 **A crash** (killed process, lost node, power loss) loses no message — at-least-once: the
 next run with the group starts at the last committed offset and scans again the messages
 answered since that commit (about a second of results) and those that were in flight; with
@@ -63,6 +71,17 @@ log = logging.getLogger(__name__)
 #: librdkafka's own log lines go here (silent unless the application configures logging)
 _client_log = logging.getLogger(__name__ + ".librdkafka")
 _client_log.addHandler(logging.NullHandler())
+
+
+class _LastError(logging.Handler):
+    """Keeps the text of the last error the Kafka client logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()
 
 
 def coordinates(topic: str, partition: int, offset: int) -> str:
@@ -179,6 +198,13 @@ class TopicRead:
         self._sync: Callable[[], None] | None = None
         self._last_commit = 0.0
         self._open = True
+        # the client's own log lines reach the module's logger, and the last error among
+        # them is kept: a failed TLS or SASL handshake shows only there (a Logger made
+        # directly, not by getLogger, is not kept for the process's lifetime)
+        self._log = logging.Logger(_client_log.name)
+        self._log.parent = _client_log
+        self._last_error = _LastError()
+        self._log.addHandler(self._last_error)
         try:
             self.consumer = ck.Consumer({
                 **(config or {}),
@@ -189,11 +215,11 @@ class TopicRead:
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
                 "log.connection.close": False,
-                "logger": _client_log,
+                "logger": self._log,
             })
         except ck.KafkaException as exc:
             raise KafkaInputError(f"bad Kafka client settings ({_why(exc)}); check "
-                                  "--kafka-bootstrap") from None
+                                  "--kafka-bootstrap and --kafka-config") from None
         try:
             self.parts = self._bounds(bootstrap, timeout_s)
         except BaseException:
@@ -205,8 +231,16 @@ class TopicRead:
         try:
             md = self.consumer.list_topics(topic, timeout=timeout_s)
         except ck.KafkaException as exc:
-            raise KafkaInputError(f"cannot reach Kafka at {bootstrap} ({_why(exc)}); check "
-                                  "--kafka-bootstrap and that the brokers are up") from None
+            try:  # the client hands its queued log lines over when polled
+                self.consumer.poll(0)
+            except ck.KafkaException:
+                pass
+            said = self._last_error.text
+            raise KafkaInputError(
+                f"cannot reach Kafka at {bootstrap} ({_why(exc)}"
+                + (f"; the client said: {said}" if said else "")
+                + "); check --kafka-bootstrap, that the brokers are up and, for TLS or SASL, "
+                "--kafka-config") from None
         t = md.topics.get(topic)
         if t is None or t.error is not None or not t.partitions:
             why = t.error.str() if t is not None and t.error is not None else "no partitions"
