@@ -178,7 +178,13 @@ class TripletFingerprinter:
     def _speech(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The query's log spectrogram and its speech cells (None: the mask is off)."""
         S = log_spectrogram(np.asarray(y, np.float32), self.spec)
-        return S, speech.default_mask().speech_cells(S) if self.speech_mask else None
+        return S, self.speech_of(S)
+
+    def speech_of(self, S: np.ndarray) -> np.ndarray | None:
+        """The speech cells of ``S``, a log spectrogram of this fingerprinter's
+        (:func:`~earmark.identify.spectrogram.log_spectrogram` with ``spec``), or None when
+        the speech mask is off."""
+        return speech.default_mask().speech_cells(S) if self.speech_mask else None
 
     def masked_query_peaks(self, y: np.ndarray, cells: np.ndarray) -> Peaks:
         """Dense peaks of ``y`` among the cells that ``cells`` (speech) leaves to the music."""

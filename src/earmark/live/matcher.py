@@ -26,6 +26,8 @@ from earmark.identify.fingerprinter import QueryPrints, TripletFingerprinter
 from earmark.identify.hashes import Hashes
 from earmark.identify.identifier import MIN_QUERY_S, Identification, Identifier, RefMatch
 from earmark.identify.match import VoteParts, vote_parts
+from earmark.identify.spectrogram import log_spectrogram
+from earmark.identify.verify import QueryView
 from earmark.index.base import Candidates
 from earmark.live.buffers import Rows, Tail
 from earmark.live.prints import StreamPrints
@@ -112,6 +114,7 @@ class StreamMatcher:
         self._talking = False  # what it found
         self._comp: _Hop | None = None  # the last talk-over companions (stream frames)
         self._comp_at = -(10**12)  # stream sample when they were last asked for
+        self._last_look: _Look | None = None  # the last span the talk-over search read
         self.prints = StreamPrints(self.fp)  # type: ignore[arg-type]
         self.window_frames = window_s * self.fp.frame_rate
         self.hop = max(1, round(hop_s * self.fp.sr))
@@ -335,13 +338,12 @@ class StreamMatcher:
         if (ident.sketches is None or not ident.calibration.verifies
                 or self._audio is None or not hasattr(fp, "talk_over_view")):
             return last
-        hop = fp.spec.hop  # type: ignore[attr-defined]
-        seg = self._audio.span(round(start * hop), round(end * hop))
-        if seg.size < MIN_QUERY_S * fp.sr:
+        look = self._look(start, end)
+        if look.seg.size < MIN_QUERY_S * fp.sr:
             return last
         # the speech mask over the window costs ~40 ms: first a look without it (~5 ms),
         # where chance alignments agree below ~0.15 and right ones under talk above ~0.2
-        plain = fp.view(seg)  # type: ignore[attr-defined]
+        plain = QueryView.of(look.S)
         view = None
         for found in decided:
             if not found.raw:
@@ -351,7 +353,7 @@ class StreamMatcher:
             if max((a.agreement or 0.0) for a in probe) < UNMASKED_AGREEMENT:
                 continue
             if view is None:
-                view = fp.speech_view(seg)  # type: ignore[attr-defined]
+                view = QueryView.of(look.S, self._cells(look))
             got = ident.reverify(qp, found, view)
             if got.status == "match":
                 return got
@@ -368,7 +370,6 @@ class StreamMatcher:
         """The window's talk-over companions (window coordinates), or None without talk."""
         assert self._audio is not None
         fp = self.fp
-        hop = fp.spec.hop  # type: ignore[attr-defined]
         n_probe = round(TALK_PROBE_S * fp.sr)
         if self._due(self._probed_at, round(TALK_PROBE_EVERY_S * fp.sr)):
             probe = self._audio.last(n_probe)
@@ -379,12 +380,49 @@ class StreamMatcher:
             self._probed_at = self._audio.n
         if not self._talking:
             return None
-        seg = self._audio.span(round(start * hop), round(end * hop))
-        if seg.size < MIN_QUERY_S * fp.sr:
+        look = self._look(start, end)
+        if look.seg.size < MIN_QUERY_S * fp.sr:
             return None
         # the probe has gated on the newest audio; the window's older part may hold none
-        out: QueryPrints | None = fp.talk_over(seg, gate=0.0)  # type: ignore[attr-defined]
+        # (no gate here: the fingerprinter's talk_over with gate 0)
+        cells = self._cells(look)
+        if cells is None:
+            return None
+        out: QueryPrints = fp.companions(look.seg, cells)  # type: ignore[attr-defined]
         return out
+
+    def _look(self, start: float, end: float) -> _Look:
+        """The stream's audio from frame ``start`` to ``end`` with its log spectrogram; the
+        last one asked for is kept until the stream moves on, since a vote's newest seconds
+        are searched for companions and then verified on the same span (one pass of the
+        mask network instead of two)."""
+        assert self._audio is not None
+        hop = self.fp.spec.hop  # type: ignore[attr-defined]
+        a, b = round(start * hop), round(end * hop)
+        key = (a, b, self._audio.n)
+        if self._last_look is None or self._last_look.key != key:
+            seg = self._audio.span(a, b)
+            spec = self.fp.spec  # type: ignore[attr-defined]
+            self._last_look = _Look(key, seg, log_spectrogram(seg, spec))
+        return self._last_look
+
+    def _cells(self, look: _Look) -> np.ndarray | None:
+        """The speech cells of ``look`` (None: the mask is off), computed once."""
+        if not look.masked:
+            look.cells = self.fp.speech_of(look.S)  # type: ignore[attr-defined]
+            look.masked = True
+        return look.cells
+
+
+@dataclass
+class _Look:
+    """A span of a stream's audio as the talk-over search reads it (see ``_look``)."""
+
+    key: tuple[int, int, int]  #: first and end sample, and the samples pushed so far
+    seg: np.ndarray
+    S: np.ndarray  #: log spectrogram
+    cells: np.ndarray | None = None  #: speech cells, once ``masked``
+    masked: bool = False
 
 
 #: a talk-over window is verified with its speech cells left out only when some alignment
