@@ -102,7 +102,7 @@ def test_watch_reads_a_fast_file_only_a_few_blocks_ahead(tmp_path: Path) -> None
     events: list[LiveEvent] = []
     read_at_first: list[int] = []
 
-    def on_lag(stream: str, lag: float) -> None:
+    def on_lag(stream: str, lag: float, cpu: float) -> None:
         if not read_at_first:  # hold the loop on the first block a while
             time.sleep(1.0)
             read_at_first.append(src._pos)
@@ -487,3 +487,22 @@ def test_memory_stays_flat_on_an_endless_stream(serve: Callable) -> None:
     finally:
         tracemalloc.stop()
     assert n >= 3000 and grown < 200_000, grown
+
+
+@needs_ffmpeg
+def test_parallel_watch_reports_lag_and_cpu_per_block(tmp_path: Path,
+                                                      catalog_home: Path) -> None:
+    """``watch_parallel`` (the worker processes of ``earmark monitor --jobs``) tells the
+    caller, per block of each stream, its lag and the CPU its matching took: what
+    ``earmark bench live`` sizes streams by."""
+    from earmark.live.pool import SourceSpec, watch_parallel
+
+    paths = [write_audio(tmp_path / f"s{i}.flac", music(10 + i, 12.0)) for i in range(2)]
+    specs = [SourceSpec(str(p), f"s{i}", SR) for i, p in enumerate(paths)]
+    got: dict[str, list[tuple[float, float]]] = {"s0": [], "s1": []}
+    watch_parallel(specs, home=catalog_home, detector=None, sink=lambda e: None, jobs=2,
+                   on_lag=lambda sid, lag, cpu: got[sid].append((lag, cpu)))
+    for sid, rows in got.items():
+        assert len(rows) == 24, sid  # 12 s in blocks of 0.5 s
+        cpu = [c for _, c in rows]
+        assert min(cpu) >= 0.0 and sum(cpu) > 0.0  # the catalog search ran in the worker

@@ -40,6 +40,7 @@ from earmark.live.pool import SourceSpec, watch_parallel
 from earmark.live.sources import Block
 from earmark.service.catalog import Catalog, add_references, open_catalog
 
+BLOCK_S = 0.5  #: seconds of a block of the concurrency run's sources (AudioSource's)
 WARMUP_S = 10.0  #: seconds of a concurrent run whose lags the steady-state p95 leaves out
 SR = 16000  #: streams are built at this rate (the watcher resamples to the fingerprinter's)
 EDITS: tuple[Edit, ...] = (
@@ -274,9 +275,12 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
     lags: dict[str, list[float]] = {f"s{i}": [] for i in range(n)}
     at: dict[str, list[float]] = {f"s{i}": [] for i in range(n)}  # wall s of each lag
 
-    def on_lag(sid: str, s: float) -> None:
+    cpu_of: dict[str, float] = {f"s{i}": 0.0 for i in range(n)}  # the loop's, per stream
+
+    def on_lag(sid: str, s: float, c: float) -> None:
         lags[sid].append(s)
         at[sid].append(time.monotonic() - wall0)
+        cpu_of[sid] += c
 
     jobs = cfg.stream_jobs or len(os.sched_getaffinity(0))
     # the rate `earmark monitor` decodes at: its detector's, else the fingerprinter's
@@ -298,14 +302,27 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
     # every stream's first window at once): what a monitor running for hours sees
     steady = [np.asarray(lags[k])[np.asarray(at[k]) >= WARMUP_S] for k in lags if lags[k]]
     p95_steady = [float(np.percentile(x, 95)) for x in steady if x.size]
-    res = {"streams": n, "cores": os.cpu_count(), "processes": jobs, "wall_s": round(wall, 1),
-           "detector": cfg.detector, "talk_over": cfg.talk_over, "sr": sr,
-           "cpu_s": round(cpu, 1), "lag_p50_s": round(float(np.median(np.concatenate(per))), 3),
-           "lag_p95_s_worst_stream": round(max(p95), 3),
-           "lag_end_s_worst_stream": round(max(last), 3),
-           "lag_p95_after_warmup_s_worst_stream": round(max(p95_steady), 3)
-           if p95_steady else None,
-           "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0)}
+    res: dict[str, Any] = {
+        "streams": n, "cores": os.cpu_count(), "processes": jobs, "wall_s": round(wall, 1),
+        "detector": cfg.detector, "talk_over": cfg.talk_over, "sr": sr,
+        "cpu_s": round(cpu, 1), "lag_p50_s": round(float(np.median(np.concatenate(per))), 3),
+        "lag_p95_s_worst_stream": round(max(p95), 3),
+        "lag_end_s_worst_stream": round(max(last), 3),
+        "lag_p95_after_warmup_s_worst_stream": round(max(p95_steady), 3)
+            if p95_steady else None,
+        "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0)}
+    # what each stream cost the loop per second of it (blocks of AudioSource's 0.5 s):
+    # streams differ several-fold (talk over the music runs the talk-over search)
+    per_s = {k: cpu_of[k] / (len(lags[k]) * BLOCK_S) for k in lags if lags[k]}
+    if per_s:
+        v = np.asarray(list(per_s.values()))
+        top = sorted(per_s, key=lambda k: -per_s[k])[:3]
+        res |= {"stream_cpu_per_s": {"median": round(float(np.median(v)), 4),
+                                     "p90": round(float(np.percentile(v, 90)), 4),
+                                     "max": round(float(v.max()), 4)},
+                "costliest": [{"stream": files[int(k[1:])].name,
+                               "cpu_per_s": round(per_s[k], 4)} for k in top],
+                "loop_cpu_share": round(sum(cpu_of.values()) / cpu, 3) if cpu > 0 else None}
     log(f"concurrency {n} streams: p95 lag (worst stream) {res['lag_p95_s_worst_stream']} s, "
         f"after {WARMUP_S:.0f} s {res['lag_p95_after_warmup_s_worst_stream']} s, "
         f"kept up: {res['kept_up']}")
@@ -384,6 +401,14 @@ def report(res: Result) -> str:
                      f"{c.get('lag_p95_after_warmup_s_worst_stream')} s | "
                      f"{c['lag_end_s_worst_stream']} s | "
                      f"{c['cpu_s']} / {c['wall_s']} | {'yes' if c['kept_up'] else 'no'} |")
+    for c in res.concurrency:
+        if "stream_cpu_per_s" in c:
+            q = c["stream_cpu_per_s"]
+            costly = ", ".join(f"`{x['stream']}` {x['cpu_per_s']}" for x in c["costliest"])
+            lines.append(f"\n{c['streams']} streams: CPU seconds per stream-second in the "
+                         f"matching loop median {q['median']}, p90 {q['p90']}, max {q['max']} "
+                         f"(costliest: {costly}); the loop is {c['loop_cpu_share']:.0%} of "
+                         "the CPU (the rest: reading and decoding, the processes' glue).")
     return "\n".join(lines) + "\n"
 
 

@@ -210,7 +210,7 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
           detector: Detector | None, sink: Sink, params: WatchParams = WatchParams(),
           policies: Mapping[str, PolicyVersion] | None = None,
           stop: threading.Event | None = None,
-          on_lag: Callable[[str, float], None] | None = None) -> None:
+          on_lag: Callable[[str, float, float], None] | None = None) -> None:
     """Watch every source until all have ended (or ``stop`` is set).
 
     Each source is read (decoded, paced, reconnected) in a thread of its own, and one loop
@@ -222,10 +222,12 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
     :data:`READ_AHEAD` blocks not yet matched (a file read as fast as it decodes must not
     fill memory, nor crowd out the live streams).
 
-    ``on_lag(stream, seconds)`` is told, after each block, how far the processing is behind
-    the stream's clock (wall time since the first block minus the block's end in stream
-    time: meaningful for sources played at real-time pace). The sink is called from the
-    calling thread only.
+    ``on_lag(stream, seconds, cpu)`` is told, after each block, how far the processing is
+    behind the stream's clock (wall time since the first block minus the block's end in
+    stream time: meaningful for sources played at real-time pace) and the CPU seconds the
+    block's processing took in this thread (what the stream costs; its reading and decoding
+    run in the reader's thread and are not counted). The sink is called from the calling
+    thread only.
     """
     srcs = list(sources)
     todo: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
@@ -289,7 +291,7 @@ _READ_DONE = object()
 
 
 def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | None], i: int,
-          on_lag: Callable[[str, float], None] | None) -> None:
+          on_lag: Callable[[str, float, float], None] | None) -> None:
     """One item a source's reader put in the queue: a block, an event, or its failure."""
     if isinstance(item, BaseException):
         raise item
@@ -302,7 +304,8 @@ def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | Non
     assert isinstance(item, Block)
     if t0[i] is None:  # the first block came in when its end was due
         t0[i] = time.monotonic() - (item.start + item.samples.size) / src.sr
+    c0 = time.thread_time()
     w.feed(item)
     if on_lag is not None:
         on_lag(src.id, time.monotonic() - cast(float, t0[i])
-               - (item.start + item.samples.size) / src.sr)
+               - (item.start + item.samples.size) / src.sr, time.thread_time() - c0)

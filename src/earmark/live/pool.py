@@ -66,7 +66,7 @@ def _child(specs: list[SourceSpec], home: str | None, detector: str | None,
     try:
         watch([s.open() for s in specs], catalog=cat, detector=det,
               sink=lambda e: q.put(("event", e.to_json())), params=params, policies=policies,
-              stop=halt, on_lag=(lambda sid, s: q.put(("lag", (sid, s)))) if lag else None)
+              stop=halt, on_lag=(lambda sid, s, c: q.put(("lag", (sid, s, c)))) if lag else None)
     finally:
         halt.set()
         if cat is not None:
@@ -85,7 +85,7 @@ def watch_parallel(specs: Sequence[SourceSpec], *, home: Path | None, detector: 
                    sink: Sink, jobs: int, params: WatchParams = WatchParams(),
                    policies: Mapping[str, PolicyVersion] | None = None,
                    stop: threading.Event | None = None,
-                   on_lag: Callable[[str, float], None] | None = None) -> None:
+                   on_lag: Callable[[str, float, float], None] | None = None) -> None:
     """Watch ``specs`` in ``jobs`` processes until every stream has ended (or ``stop``)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
