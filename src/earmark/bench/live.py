@@ -37,10 +37,9 @@ from earmark.detect.base import get_detector
 from earmark.live.events import LiveEvent
 from earmark.live.monitor import StreamWatcher, WatchParams
 from earmark.live.pool import SourceSpec, watch_parallel
-from earmark.live.sources import Block
+from earmark.live.sources import BLOCK_S, Block
 from earmark.service.catalog import Catalog, add_references, open_catalog
 
-BLOCK_S = 0.5  #: seconds of a block of the concurrency run's sources (AudioSource's)
 WARMUP_S = 10.0  #: seconds of a concurrent run whose lags the steady-state p95 leaves out
 SR = 16000  #: streams are built at this rate (the watcher resamples to the fingerprinter's)
 EDITS: tuple[Edit, ...] = (
@@ -311,7 +310,7 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
         "lag_p95_after_warmup_s_worst_stream": round(max(p95_steady), 3)
             if p95_steady else None,
         "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0)}
-    # what each stream cost the loop per second of it (blocks of AudioSource's 0.5 s):
+    # what each stream cost the loop per second of it (its blocks are the sources' default):
     # streams differ several-fold (talk over the music runs the talk-over search)
     per_s = {k: cpu_of[k] / (len(lags[k]) * BLOCK_S) for k in lags if lags[k]}
     if per_s:

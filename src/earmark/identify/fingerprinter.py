@@ -235,11 +235,6 @@ class TripletFingerprinter:
         cells = self.speech_cells(y, gate)
         return None if cells is None else self.companions(y, cells)
 
-    def speech_view(self, y: np.ndarray) -> QueryView:
-        """The query's view with the cells the speech mask gives to speech left out (all
-        of them, no gate)."""
-        return QueryView.of(*self._speech(y))
-
     def talk_over_view(self, y: np.ndarray) -> tuple[QueryPrints | None, QueryView]:
         """:meth:`talk_over` (with the usual gate) and the query's
         :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one

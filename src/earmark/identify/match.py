@@ -508,32 +508,13 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
 def _number_refs(ref_key: np.ndarray, rid: np.ndarray) -> np.ndarray:  # pragma: no cover
     """Set ``rid`` to the group of each reference (where ``rid >= 0``); return the references.
 
-    Groups are numbered in order of first appearance; small non-negative reference keys (the
-    usual case) are mapped by a plain array, others by an open-addressing hash table.
+    Groups are numbered in order of first appearance, by an open-addressing hash table: for
+    reference keys that are negative or too large for the plain array :func:`_vote` numbers
+    small ones with.
     """
     n = ref_key.size
-    lo, hi = np.int64(0), np.int64(-1)
-    for i in range(n):
-        if rid[i] >= 0:
-            r = ref_key[i]
-            if hi < lo:
-                lo, hi = r, r
-            lo, hi = min(lo, r), max(hi, r)
     refs = np.empty(16, np.int64)
     n_ref = 0
-    if lo >= 0 and hi < max(1 << 16, 2 * n):
-        group = np.full(hi + 1, -1, np.int64)
-        for i in range(n):
-            if rid[i] >= 0:
-                r = ref_key[i]
-                if group[r] < 0:
-                    if n_ref == refs.size:
-                        refs = np.concatenate((refs, np.empty(n_ref, np.int64)))
-                    refs[n_ref] = r
-                    group[r] = n_ref
-                    n_ref += 1
-                rid[i] = group[r]
-        return refs[:n_ref]
     bits = 5
     slots = np.full(1 << bits, -1, np.int64)
     for i in range(n):

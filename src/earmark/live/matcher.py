@@ -336,7 +336,7 @@ class StreamMatcher:
         ident, fp = self.ident, self.fp
         last = decided[-1]
         if (ident.sketches is None or not ident.calibration.verifies
-                or self._audio is None or not hasattr(fp, "talk_over_view")):
+                or self._audio is None or not hasattr(fp, "speech_of")):
             return last
         look = self._look(start, end)
         if look.seg.size < MIN_QUERY_S * fp.sr:
@@ -397,12 +397,11 @@ class StreamMatcher:
         are searched for companions and then verified on the same span (one pass of the
         mask network instead of two)."""
         assert self._audio is not None
-        hop = self.fp.spec.hop  # type: ignore[attr-defined]
-        a, b = round(start * hop), round(end * hop)
+        spec = self.fp.spec  # type: ignore[attr-defined]
+        a, b = round(start * spec.hop), round(end * spec.hop)
         key = (a, b, self._audio.n)
         if self._last_look is None or self._last_look.key != key:
             seg = self._audio.span(a, b)
-            spec = self.fp.spec  # type: ignore[attr-defined]
             self._last_look = _Look(key, seg, log_spectrogram(seg, spec))
         return self._last_look
 

@@ -42,13 +42,14 @@ from earmark.errors import (
     UnsupportedFormat,
 )
 
-__all__ = ["AudioSource", "Block", "RawFormat", "SourceEvent", "StreamLost", "StreamStalled",
-           "StreamUnavailable", "network_options", "source_id"]
+__all__ = ["BLOCK_S", "AudioSource", "Block", "RawFormat", "SourceEvent", "StreamLost",
+           "StreamStalled", "StreamUnavailable", "network_options", "source_id"]
 
 #: Consecutive undecodable packets after which an input counts as corrupt.
 MAX_BAD_PACKETS = 50
 #: Extra read time allowed to HLS, whose demuxer waits a segment duration for new segments, s.
 HLS_WAIT_S = 30.0
+BLOCK_S = 0.5  #: seconds of a source's block, by default
 _FIRST_BACKOFF_S = 1.0
 _SLICE_S = 0.1  #: longest single sleep, so that close() is noticed while waiting, s
 
@@ -241,7 +242,8 @@ class AudioSource:
 
     def __init__(
         self, spec: str, *, id: str | None = None, sr: int = 44100, realtime: bool = False,
-        reconnect: bool | None = None, block_s: float = 0.5, raw: RawFormat | None = None,
+        reconnect: bool | None = None, block_s: float = BLOCK_S,
+        raw: RawFormat | None = None,
         max_backoff_s: float = 30.0, stall_s: float = 10.0, max_retries: int | None = None,
         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
     ) -> None:

@@ -65,6 +65,13 @@ COMMIT_EVERY_S = 1.0  #: least time between two commits of a group's offsets whi
 STALL_S = 30.0  #: a partition that gives nothing this long before its end offset stops there
 TIMEOUT_S = 10.0  #: wait for the cluster's metadata, watermarks and committed offsets
 NO_GROUP = "earmark-scan"  #: the client's group id without --kafka-group (nothing committed)
+#: the client settings the read relies on (offsets and commits by hand, the end of each
+#: partition seen); with the brokers, the group and the logger, not the caller's to set
+FIXED_SETTINGS = {"enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "enable.partition.eof": True, "auto.offset.reset": "earliest",
+                  "log.connection.close": False}
+#: every setting the read sets itself (``metadata.broker.list``: the brokers' other name)
+OWNED = ("bootstrap.servers", "metadata.broker.list", "group.id", "logger", *FIXED_SETTINGS)
 VALUE_HELP = ('produce one path or URL per message, or a JSON object with a "path" string')
 
 log = logging.getLogger(__name__)
@@ -210,11 +217,7 @@ class TopicRead:
                 **(config or {}),
                 "bootstrap.servers": bootstrap,
                 "group.id": group or NO_GROUP,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "log.connection.close": False,
+                **FIXED_SETTINGS,
                 "logger": self._log,
             })
         except ck.KafkaException as exc:

@@ -7,11 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from earmark.errors import KafkaInputError
-
-#: settings the read sets itself (:class:`~earmark.runners.kafka.TopicRead`); a client
-#: properties file may not set them
-OWNED = ("bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit",
-         "enable.auto.offset.store", "enable.partition.eof", "auto.offset.reset", "logger")
+from earmark.runners.kafka import OWNED
 
 
 def load_client_config(path: str | Path) -> dict[str, str]:
@@ -24,7 +20,7 @@ def load_client_config(path: str | Path) -> dict[str, str]:
     ------
     KafkaInputError
         The file cannot be read, a line is not ``key=value``, a key comes twice, or a key
-        is one the read sets itself (:data:`OWNED`).
+        is one the read sets itself (:data:`earmark.runners.kafka.OWNED`).
     """
     path = Path(path)
     try:
