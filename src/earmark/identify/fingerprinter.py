@@ -235,14 +235,6 @@ class TripletFingerprinter:
         cells = self.speech_cells(y, gate)
         return None if cells is None else self.companions(y, cells)
 
-    def talk_over_view(self, y: np.ndarray) -> tuple[QueryPrints | None, QueryView]:
-        """:meth:`talk_over` (with the usual gate) and the query's
-        :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one
-        spectrogram and one pass of the speech mask."""
-        y = np.asarray(y, np.float32)
-        cells, view = self.talk_cells(y)
-        return (None if cells is None else self.companions(y, cells)), view
-
     def talk_cells(self, y: np.ndarray) -> tuple[np.ndarray | None, QueryView]:
         """:meth:`speech_cells` (with the usual gate) and the query's
         :class:`~earmark.identify.verify.QueryView` with the speech cells taken out, from one
