@@ -93,12 +93,17 @@ class VoteParts:
         were computed in.
     t0 : float
         Where the query's frame 0 lies in those coordinates.
+    votes : np.ndarray [shape=(n_hashes,), dtype=bool], optional
+        Per query hash: whether its candidates vote. The others count only in their
+        reference's candidate hits (the null level the confidence model reads), as if their
+        scale were out of range. ``None``: every hash votes.
     """
 
     hi: np.ndarray
     scale: np.ndarray
     o0: np.ndarray
     t0: float = 0.0
+    votes: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: Sequence[VoteParts]) -> VoteParts:
@@ -200,9 +205,10 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
     #    query's centre so that an error in the per-candidate scale moves it little
     if parts is None:
         parts = vote_parts(h, cand, params)
+    votes = _ALL if parts.votes is None else parts.votes.view(np.uint8)
     top_cells, top_pair, top_box, top_group, perm, starts, refs, hits = _vote(
         cand.qidx, cand.ref_key, h.t, parts.hi, parts.scale, parts.o0, tc + parts.t0,
-        params.offset_bin, params.min_inliers, params.smooth)
+        params.offset_bin, params.min_inliers, params.smooth, votes)
     if top_cells.size == 0:
         return RankedAlignments([], [])
     # the strongest cells, ranked as a stable argsort of the pair scores in cell order
@@ -286,6 +292,7 @@ def _dedupe(results: list[Alignment]) -> list[Alignment]:
 
 # -- the vote -------------------------------------------------------------------------------
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_ALL = np.zeros(0, np.uint8)  #: ``votes`` of :func:`_vote` when every hash votes
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -339,7 +346,7 @@ def _apart(cells, k):  # pragma: no cover
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
-          smooth=False):  # pragma: no cover
+          smooth=False, votes=_ALL):  # pragma: no cover
     """Count the candidates per vote cell; keep the cells whose score reaches ``min_inliers``.
 
     A cell is ``ref << 32 | shift bin << 24 | log-scale bin << 16 | offset bin`` (the low
@@ -353,6 +360,9 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
     With ``smooth``, a cell also gets a box score that adds the cells one shift bin and one
     log-scale bin away (and their offset neighbours): 18 cells, wrapping inside the
     reference; it is kept when that reaches ``min_inliers``.
+
+    ``votes`` (uint8 per query hash, or empty: all vote): candidates of a hash with 0 count
+    in their reference's ``hits`` only, like candidates out of the scale range.
 
     Returns
     -------
@@ -369,6 +379,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         Candidates of each group's reference in the query, in the scale range or not.
     """
     n = qidx.size
+    every = votes.size == 0
     low = np.empty(n, np.uint32)
     rid = np.empty(n, np.int32)  # group of each candidate; −1: not voting
     # one pass: which candidates are in the query, their cells' low fields and the range of
@@ -383,7 +394,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         if top < lo:
             lo, top = r, r
         lo, top = min(lo, r), max(top, r)
-        if scale[i] > 0:
+        if scale[i] > 0 and (every or votes[qidx[i]]):
             ob = np.int64(np.floor((o0[i] + scale[i] * tc) / offset_bin)) + 1024
             low[i] = np.uint32((np.int64(hi[i]) << 16) | (ob & 0xFFFF))
     if lo >= 0 and top < max(1 << 16, 2 * n):
@@ -407,7 +418,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
                 group[r] = g
                 n_ref += 1
             hits_k[r] += 1
-            if scale[i] > 0:
+            if scale[i] > 0 and (every or votes[qidx[i]]):
                 size_k[r] += 1
                 rid[i] = g
             else:
@@ -424,7 +435,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         for i in range(n):  # the reference's null level, then its candidates in the scale range
             if rid[i] >= 0:
                 hits[rid[i]] += 1
-                if scale[i] <= 0:
+                if not (scale[i] > 0 and (every or votes[qidx[i]])):
                     rid[i] = -1
         starts = np.zeros(n_ref + 1, np.int64)
         for i in range(n):

@@ -83,6 +83,7 @@ class Rows:
         """Drop the rows numbered below ``row``."""
         self.lo = max(self.lo, min(self.hi, row - self.base))
 
-    def rows(self) -> dict[str, np.ndarray]:
-        """Views of the live rows and the temporary ones."""
-        return {k: a[self.lo: self.hi + self.temp] for k, a in self.cols.items()}
+    def rows(self, first: int | None = None) -> dict[str, np.ndarray]:
+        """Views of the live rows and the temporary ones (from row number ``first`` on)."""
+        lo = self.lo if first is None else max(self.lo, min(self.hi, first - self.base))
+        return {k: a[lo: self.hi + self.temp] for k, a in self.cols.items()}

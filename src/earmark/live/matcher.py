@@ -53,6 +53,7 @@ class _Mark:
     n_peaks: int
     h_end: int  #: absolute row after its last hash
     c_end: int  #: absolute row after its last candidate
+    t_max: float  #: stream frame of its latest hash (-inf: none)
 
 
 class StreamMatcher:
@@ -96,7 +97,8 @@ class StreamMatcher:
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
                  hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
                  provisional_speeds: tuple[float, float] = (0.75, 1.34),
-                 talk_over: bool = True, recent_s: float = 0.0) -> None:
+                 talk_over: bool = True, recent_s: float = 0.0, far_hop_s: float = 0.0
+                 ) -> None:
         # one thread: a monitor process carries many streams on its core, and a live window
         # waits for no one (the threads of a file query buy latency for CPU)
         fp = identifier.fingerprinter
@@ -124,6 +126,11 @@ class StreamMatcher:
         self.recent_s = recent_s
         self.provisional = provisional
         self.provisional_speeds = provisional_speeds
+        #: while a stream neither matches nor carries talk, the far rungs' hashes join the
+        #: vote only every this many seconds (0: every vote)
+        self.far_hop = round(far_hop_s * self.fp.sr)
+        self._far_at = -(10**12)  # stream sample of the last vote with every rung
+        self._matched = False  # whether the last vote found a match
         self.now_ms = 0  #: stream time the last vote's window reached
         #: vote again after half a hop (set while a match waits for its confirmation)
         self.eager = False
@@ -154,7 +161,8 @@ class StreamMatcher:
         s = self.prints.push(y)
         if len(s.hashes) or not self.hops:
             self._add(s.hashes, s.speed, temp=False)
-            self.hops.append(_Mark(s.upto, s.n_peaks, self._h.end, self._c.end))
+            self.hops.append(_Mark(s.upto, s.n_peaks, self._h.end, self._c.end,
+                                   float(s.hashes.t.max()) if len(s.hashes) else -np.inf))
         else:
             self.hops[-1].upto = s.upto
         while len(self.hops) > 1 and self.hops[0].upto < s.upto - self.window_frames:
@@ -186,6 +194,9 @@ class StreamMatcher:
         if not len(self._h) or (end - start) / fr < MIN_QUERY_S:
             return []
         hashes, speed, cand, view_parts = self._view(start)
+        near = self._near_only()
+        if not near:
+            self._far_at = self.n_samples
         parts: VoteParts | None = view_parts
         if self.max_refs and len(cand):
             counts = np.bincount(cand.ref_key)
@@ -198,7 +209,21 @@ class StreamMatcher:
                 parts = None
         qp = QueryPrints(hashes=hashes, speed=speed, duration_s=(end - start) / fr,
                          n_peaks=sum(h.n_peaks for h in self.hops))
-        found = self._judge(qp, cand, parts, start, end)
+        found = None
+        if near and parts is not None:
+            # the far rungs' candidates do not vote this time (they still count in their
+            # references' hits, the null level the confidence model reads); a match found
+            # so is decided again by every rung, whose chance alignments are its rivals in
+            # every other vote: without them, chance alignments of repetitive generated
+            # music reached 0.98
+            lo, hi = self.provisional_speeds
+            found = self._judge(qp, cand, replace(parts, votes=(speed >= lo) & (speed <= hi)),
+                                start, end)
+            if found.status == "match":
+                self._far_at = self.n_samples
+                found = None
+        if found is None:
+            found = self._judge(qp, cand, parts, start, end)
         t0 = start
         s0 = end - self.recent_s * fr
         if (found.status != "match" and self.recent_s and self._talking
@@ -217,7 +242,18 @@ class StreamMatcher:
             if got.status == "match":
                 found, t0 = got, s0
         t0_ms = round(t0 / fr * 1000)
+        self._matched = found.status == "match"
         return [_on_stream(m, t0_ms) for m in found.matches]
+
+    def _near_only(self) -> bool:
+        """Whether this vote leaves the far rungs out: they are due every ``far_hop``
+        samples, and every vote has them after a match and while talk goes on (the
+        speech-mask probe runs first when it is due)."""
+        if not self.far_hop or self._matched:
+            return False
+        if self.n_samples - self._far_at >= self.far_hop - self.hop // 4:
+            return False
+        return not (self._audio is not None and self._probe())
 
     def _judge(self, qp: QueryPrints, cand: Candidates, parts: VoteParts | None,
                start: float, end: float, fresh: bool = False) -> Identification:
@@ -285,9 +321,17 @@ class StreamMatcher:
         """The window from stream frame ``start`` on: its hashes in window coordinates
         (those of the oldest hops that fall before ``start`` are kept, at negative times,
         and left out by the vote), and views of its candidates and their vote parts."""
-        h, c = self._h.rows(), self._c.rows()
+        # the rows of the oldest hops whose hashes all lie before the window are not read
+        # (the vote would pass over them and leave them out); the hops are kept until
+        # their settled bound leaves the window
+        h0, c0 = self._h.first, self._c.first
+        for m in self.hops:
+            if m.t_max >= start:
+                break
+            h0, c0 = m.h_end, m.c_end
+        h, c = self._h.rows(h0), self._c.rows(c0)
         hashes = Hashes(h["key"], h["t"] - np.float32(start), h["f"], h["span"])
-        cand = Candidates(c["qidx"] - self._h.first, c["ref_key"], c["entry"], c["t"],
+        cand = Candidates(c["qidx"] - h0, c["ref_key"], c["entry"], c["t"],
                           c["f"], c["span"])
         return hashes, h["speed"], cand, VoteParts(c["hi"], c["scale"], c["o0"], start)
 
@@ -370,15 +414,7 @@ class StreamMatcher:
         """The window's talk-over companions (window coordinates), or None without talk."""
         assert self._audio is not None
         fp = self.fp
-        n_probe = round(TALK_PROBE_S * fp.sr)
-        if self._due(self._probed_at, round(TALK_PROBE_EVERY_S * fp.sr)):
-            probe = self._audio.last(n_probe)
-            if probe.size < fp.sr:
-                return None
-            # the file query's own gate: the speech mask covers enough of the probe
-            self._talking = fp.speech_cells(probe) is not None  # type: ignore[attr-defined]
-            self._probed_at = self._audio.n
-        if not self._talking:
+        if not self._probe():
             return None
         look = self._look(start, end)
         if look.seg.size < MIN_QUERY_S * fp.sr:
@@ -390,6 +426,20 @@ class StreamMatcher:
             return None
         out: QueryPrints = fp.companions(look.seg, cells)  # type: ignore[attr-defined]
         return out
+
+    def _probe(self) -> bool:
+        """Whether talk goes on over the stream: the speech mask on its newest
+        :data:`TALK_PROBE_S` seconds, once per :data:`TALK_PROBE_EVERY_S`."""
+        assert self._audio is not None
+        fp = self.fp
+        if self._due(self._probed_at, round(TALK_PROBE_EVERY_S * fp.sr)):
+            probe = self._audio.last(round(TALK_PROBE_S * fp.sr))
+            if probe.size < fp.sr:
+                return False
+            # the file query's own gate: the speech mask covers enough of the probe
+            self._talking = fp.speech_cells(probe) is not None  # type: ignore[attr-defined]
+            self._probed_at = self._audio.n
+        return self._talking
 
     def _look(self, start: float, end: float) -> _Look:
         """The stream's audio from frame ``start`` to ``end`` with its log spectrogram; the

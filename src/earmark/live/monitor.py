@@ -44,6 +44,8 @@ class WatchParams:
     talk_over: bool = True
     #: under talk without a match, also decide the newest seconds of the window alone
     recent_s: float = 4.0
+    #: while a window neither matches nor carries talk, vote the far rungs only this often
+    far_hop_s: float = 2.5
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
 
@@ -123,7 +125,8 @@ class StreamWatcher:
             self.matcher = StreamMatcher(self.catalog.identifier, window_s=self.p.window_s,
                                          hop_s=self.p.hop_s, max_refs=self.p.max_refs,
                                          talk_over=self.p.talk_over,
-                                         recent_s=self.p.recent_s)
+                                         recent_s=self.p.recent_s,
+                                         far_hop_s=self.p.far_hop_s)
             self.matcher.offset_ms = self.ms(start)
         self.tracker = MatchTracker(end_after_s=self.p.end_after_s,
                                     update_every_s=self.p.update_every_s)
