@@ -175,6 +175,15 @@ class TripletFingerprinter:
         gate = self.speech_gate if gate is None else gate
         return cells if cells is not None and speech.coverage(cells, S) >= gate else None
 
+    def talks(self, y: np.ndarray) -> bool:
+        """Whether the speech mask is on and covers at least ``speech_gate`` of ``y``'s
+        audible cells (:func:`speech.probe_talk`: a smaller network rules out music alone
+        first). The live matcher's talk probe."""
+        if not self.speech_mask:
+            return False
+        return speech.probe_talk(log_spectrogram(np.asarray(y, np.float32), self.spec),
+                                 self.speech_gate)
+
     def _speech(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The query's log spectrogram and its speech cells (None: the mask is off)."""
         S = log_spectrogram(np.asarray(y, np.float32), self.spec)

@@ -436,8 +436,9 @@ class StreamMatcher:
             probe = self._audio.last(round(TALK_PROBE_S * fp.sr))
             if probe.size < fp.sr:
                 return False
-            # the file query's own gate: the speech mask covers enough of the probe
-            self._talking = fp.speech_cells(probe) is not None  # type: ignore[attr-defined]
+            # the file query's own gate (the speech mask covers enough of the probe), after
+            # a smaller network has ruled out music alone
+            self._talking = fp.talks(probe)  # type: ignore[attr-defined]
             self._probed_at = self._audio.n
         return self._talking
 
