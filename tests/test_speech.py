@@ -197,3 +197,21 @@ def test_evaluation_labels_trained_flite_voices_apart_from_unheard_ones() -> Non
     assert _label("flite slt", FLITE_TRAIN_VOICES).endswith("(never heard in training)")
     assert _label("festival kal", FLITE_TRAIN_VOICES).endswith("(never heard in training)")
     assert _label("flite rms", ()).endswith("(never heard in training)")
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_the_talk_probe_passes_talk_and_agrees_with_the_shipped_mask(seed: int) -> None:
+    """The live talk probe (the small network first, then the shipped mask) finds speech
+    5 dB louder than the music; whatever it says, it never says "talk" where the shipped
+    mask's cover is under the gate, and where it says "no talk" either the small network's
+    cover is under the pre-gate or the shipped mask's is under the gate."""
+    music = synth_music(sr=SR, duration=2.0, rng=np.random.default_rng(seed))
+    fp = TripletFingerprinter()
+    talk = _speech_over(music, 5.0, seed)
+    assert fp.talks(talk)
+    assert not TripletFingerprinter(speech_mask=False).talks(talk)
+    for y in (music, talk, _speech_over(music, -5.0, seed)):
+        S = log_spectrogram(y, SPEC)
+        big = speech.coverage(speech.default_mask().speech_cells(S), S)
+        small = speech.coverage(speech.default_probe().speech_cells(S), S)
+        assert fp.talks(y) == (small >= speech.PROBE_PREGATE and big >= fp.speech_gate)

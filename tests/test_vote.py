@@ -144,3 +144,47 @@ def test_the_vote_counts_the_same_whatever_the_reference_keys(seed: int, smooth:
     np.testing.assert_array_equal(a[6] + big, b[6])  # refs
     np.testing.assert_array_equal(a[7], b[7])  # hits
     assert a[7].sum() == np.count_nonzero(h.t[c.qidx] >= 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), smooth=st.booleans())
+def test_hashes_that_do_not_vote_count_only_in_their_references_hits(seed: int,
+                                                                     smooth: bool) -> None:
+    """``votes`` (the live matcher's near-rungs votes): every hash voting is the same as no
+    flag; a hash that does not vote leaves the cells as if its candidates were out of the
+    scale range, and still counts in its reference's hits."""
+    from earmark.identify.match import _vote, vote_parts
+
+    rng = np.random.default_rng(seed)
+    n_h, n_c = 300, 4000
+    t = np.sort(rng.uniform(-40, 400, n_h)).astype(np.float32)
+    h = Hashes(rng.integers(0, 2**32, n_h, dtype=np.uint32), t,
+               rng.uniform(20, 150, n_h).astype(np.float32),
+               rng.uniform(5, 40, n_h).astype(np.float32))
+    qidx = np.sort(rng.integers(0, n_h, n_c)).astype(np.int64)
+    ref_key = rng.integers(0, 12, n_c).astype(np.int64)
+    line = rng.random(n_c) < 0.3
+    tr = np.where(line, 500.0 + ref_key * 7 + h.t[qidx], rng.uniform(0, 3000, n_c))
+    c = Candidates(qidx=qidx, ref_key=ref_key, entry=np.arange(n_c, dtype=np.int64),
+                   t=tr.astype(np.float32), f=h.f[qidx], span=h.span[qidx])
+    p = MatchParams(smooth=smooth)
+    parts = vote_parts(h, c, p)
+    votes = rng.random(n_h) < 0.6
+
+    def run(scale: np.ndarray, v: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        extra = () if v is None else (v.astype(np.uint8),)
+        return _vote(c.qidx, c.ref_key, h.t, parts.hi, scale, parts.o0, 200.0,
+                     p.offset_bin, p.min_inliers, smooth, *extra)
+
+    def same(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> None:
+        oa, ob = np.argsort(a[0]), np.argsort(b[0])
+        for x, y in zip(a[:4], b[:4], strict=True):
+            np.testing.assert_array_equal(x[oa], y[ob])
+        for x, y in zip(a[4:], b[4:], strict=True):
+            np.testing.assert_array_equal(x, y)
+
+    same(run(parts.scale, None), run(parts.scale, np.ones(n_h, bool)))
+    flagged = run(parts.scale, votes)
+    same(flagged, run(np.where(votes[c.qidx], parts.scale, 0.0), None))
+    assert flagged[7].sum() == np.count_nonzero(h.t[c.qidx] >= 0)  # hits: every candidate
+    assert np.isin(flagged[4], np.nonzero(votes[c.qidx])[0]).all()  # only voting ones grouped
