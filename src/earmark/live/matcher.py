@@ -92,6 +92,13 @@ class StreamMatcher:
         the window alone, with talk-over companions computed for them afresh (0: off; the
         monitor uses 4, ``WatchParams.recent_s``): music that began under talk in the
         window's middle is found 0.5–5 s sooner (docs/live.md).
+    far_hop_s : float
+        While the last vote found no match and the talk probe hears no talk, the far rungs'
+        candidates vote only once per this many seconds (they still count in their
+        references' hits), and a match of the near rungs alone is decided again by every
+        rung: a quiet stream's votes cost a third less, and a match only a far rung finds
+        can come one hop later (0: every vote has every rung; the monitor uses 2.5,
+        ``WatchParams.far_hop_s``).
     """
 
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
