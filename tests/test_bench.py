@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from earmark.bench.identify import split_manifest
 from earmark.bench.report import reliability, wilson
 
@@ -128,3 +130,22 @@ def test_demo_counts_a_catalog_duplicate_of_the_same_passage_as_right() -> None:
         "track30"}
     assert not _same_passage([truth, m("other", 842, 7237, 1.0, 0.0)], ["track1"])
     assert not _same_passage([truth, m("later", 8000, 9000, 0.7984, -3.85)], ["track1"])
+
+
+def test_a_live_report_names_the_commit_of_the_code_that_ran(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit comes from the tree the ``earmark`` package was imported from, whatever
+    the current directory (a side-by-side run imports another tree via PYTHONPATH)."""
+    import subprocess
+
+    import earmark
+    from earmark.bench.live import _commit
+
+    src = Path(earmark.__file__).parent
+    try:
+        want = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    monkeypatch.chdir(tmp_path)
+    assert _commit() == want

@@ -428,8 +428,13 @@ def _cpu() -> str:
 
 
 def _commit() -> str:
+    """The commit of the tree the running ``earmark`` package comes from (not the current
+    directory's: a side-by-side run imports another tree through ``PYTHONPATH``)."""
+    import earmark
+
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+                              text=True, check=True,
+                              cwd=Path(earmark.__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
