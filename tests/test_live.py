@@ -4,6 +4,7 @@ and the per-stream watcher's events — on generated music and a real catalog/in
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -334,6 +335,31 @@ def test_companions_refreshed_in_pieces_match_the_whole_window(catalog: Catalog,
     # and no second of the window is left without its companions at the joins
     per_s = np.histogram(comp.hashes.t, bins=np.arange(start + fr, end - fr, fr))[0]
     assert per_s.min() >= 0.4 * np.median(per_s)
+
+
+def test_long_talk_without_a_match_searches_every_other_vote(catalog: Catalog) -> None:
+    """After ``talk_rest_s`` of talk with no match, every other vote leaves the talk-over
+    search out (and its companions are not refreshed then); before, none does."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+
+    talk = synth_speech_like(sr=SR, duration=30.0, rng=np.random.default_rng(8))
+    y = mix_over(music(993, 30.0), talk, 0.0)
+    m = StreamMatcher(catalog.identifier, hop_s=1.25, talk_rest_s=8.0)
+    votes: list[tuple[float, bool, bool, bool, int]] = []
+    for i in range(0, y.size, SR // 2):
+        talking = m._talking  # what the vote starts from
+        if m.push(y[i:i + SR // 2]) is not None:
+            votes.append((m.n_samples / SR, m.resting, talking, m._matched, m._comp_at))
+    assert not any(v[1] for v in votes if v[0] < 8.0)
+    assert any(v[1] for v in votes)
+    for prev, v in itertools.pairwise(votes):
+        if v[1]:  # resting: no match just before, not twice in a row
+            assert not prev[3] and not prev[1]
+            assert v[4] == prev[4]  # the companions were not refreshed
+    # most votes after the first 8 s of talk without a match alternate
+    late = [v[1] for v in votes if v[0] >= 10.0]
+    assert sum(late) >= 0.3 * len(late)
 
 
 def test_talk_over_the_music_is_found_through_the_speech_mask(catalog: Catalog,

@@ -99,13 +99,19 @@ class StreamMatcher:
         rung: a quiet stream's votes cost a third less, and a match only a far rung finds
         can come one hop later (0: every vote has every rung; the monitor uses 2.5,
         ``WatchParams.far_hop_s``).
+    talk_rest_s : float
+        Once talk has gone on this many seconds with no match, the talk-over search (the
+        companions, the newest seconds alone, the verification) runs every other vote; the
+        plain votes go on every hop, and a match ends the rest (0: every vote; the monitor
+        uses 15, ``WatchParams.talk_rest_s``). A talk-held stream then costs about a
+        quarter less; music that starts under long talk can be found a hop later.
     """
 
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
                  hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
                  provisional_speeds: tuple[float, float] = (0.75, 1.34),
-                 talk_over: bool = True, recent_s: float = 0.0, far_hop_s: float = 0.0
-                 ) -> None:
+                 talk_over: bool = True, recent_s: float = 0.0, far_hop_s: float = 0.0,
+                 talk_rest_s: float = 0.0) -> None:
         # one thread: a monitor process carries many streams on its core, and a live window
         # waits for no one (the threads of a file query buy latency for CPU)
         fp = identifier.fingerprinter
@@ -138,6 +144,11 @@ class StreamMatcher:
         self.far_hop = round(far_hop_s * self.fp.sr)
         self._far_at = -(10**12)  # stream sample of the last vote with every rung
         self._matched = False  # whether the last vote found a match
+        self.talk_rest = round(talk_rest_s * self.fp.sr)
+        self._quiet_from = 0  # stream sample of the last vote with a match
+        self._talk_from = 0  # stream sample of the probe that found talk after none
+        #: this vote leaves the talk-over search out (the resting votes of long talk)
+        self.resting = False
         self.now_ms = 0  #: stream time the last vote's window reached
         #: vote again after half a hop (set while a match waits for its confirmation)
         self.eager = False
@@ -202,6 +213,9 @@ class StreamMatcher:
             return []
         hashes, speed, cand, view_parts = self._view(start)
         near = self._near_only()
+        self.resting = (bool(self.talk_rest) and self._talking and not self._matched
+                        and not self.resting and self.n_samples
+                        - max(self._quiet_from, self._talk_from) >= self.talk_rest)
         if not near:
             self._far_at = self.n_samples
         parts: VoteParts | None = view_parts
@@ -233,7 +247,7 @@ class StreamMatcher:
             found = self._judge(qp, cand, parts, start, end)
         t0 = start
         s0 = end - self.recent_s * fr
-        if (found.status != "match" and self.recent_s and self._talking
+        if (found.status != "match" and self.recent_s and self._talking and not self.resting
                 and s0 >= start + fr):
             # the newest seconds alone: music that began in the window's middle covers
             # little of it, which the confidence model reads as a chance alignment's mark
@@ -250,6 +264,8 @@ class StreamMatcher:
                 found, t0 = got, s0
         t0_ms = round(t0 / fr * 1000)
         self._matched = found.status == "match"
+        if self._matched:
+            self._quiet_from = self.n_samples
         return [_on_stream(m, t0_ms) for m in found.matches]
 
     def _near_only(self) -> bool:
@@ -269,7 +285,7 @@ class StreamMatcher:
         joined to its talk-over companions (``fresh``: computed for this span now, not the
         stream's pieces), then verified against the sketches."""
         found = self.ident.identify_prints(qp, cand, parts)
-        if found.status == "match" or self._audio is None:
+        if found.status == "match" or self._audio is None or self.resting:
             return found
         if fresh:
             ex = self._talk_over_prints(start, end)
@@ -445,7 +461,10 @@ class StreamMatcher:
                 return False
             # the file query's own gate (the speech mask covers enough of the probe), after
             # a smaller network has ruled out music alone
-            self._talking = fp.talks(probe)  # type: ignore[attr-defined]
+            talking = fp.talks(probe)  # type: ignore[attr-defined]
+            if talking and not self._talking:
+                self._talk_from = self._audio.n
+            self._talking = talking
             self._probed_at = self._audio.n
         return self._talking
 

@@ -46,6 +46,8 @@ class WatchParams:
     recent_s: float = 4.0
     #: while a window neither matches nor carries talk, vote the far rungs only this often
     far_hop_s: float = 2.5
+    #: after this long of talk without a match, the talk-over search every other vote
+    talk_rest_s: float = 15.0
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
 
@@ -126,7 +128,8 @@ class StreamWatcher:
                                          hop_s=self.p.hop_s, max_refs=self.p.max_refs,
                                          talk_over=self.p.talk_over,
                                          recent_s=self.p.recent_s,
-                                         far_hop_s=self.p.far_hop_s)
+                                         far_hop_s=self.p.far_hop_s,
+                                         talk_rest_s=self.p.talk_rest_s)
             self.matcher.offset_ms = self.ms(start)
         self.tracker = MatchTracker(end_after_s=self.p.end_after_s,
                                     update_every_s=self.p.update_every_s)
