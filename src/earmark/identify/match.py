@@ -394,7 +394,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         if top < lo:
             lo, top = r, r
         lo, top = min(lo, r), max(top, r)
-        if scale[i] > 0 and (every or votes[qidx[i]]):
+        if _voting(scale, votes, qidx, i, every):
             ob = np.int64(np.floor((o0[i] + scale[i] * tc) / offset_bin)) + 1024
             low[i] = np.uint32((np.int64(hi[i]) << 16) | (ob & 0xFFFF))
     if lo >= 0 and top < max(1 << 16, 2 * n):
@@ -418,7 +418,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
                 group[r] = g
                 n_ref += 1
             hits_k[r] += 1
-            if scale[i] > 0 and (every or votes[qidx[i]]):
+            if _voting(scale, votes, qidx, i, every):
                 size_k[r] += 1
                 rid[i] = g
             else:
@@ -435,7 +435,7 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         for i in range(n):  # the reference's null level, then its candidates in the scale range
             if rid[i] >= 0:
                 hits[rid[i]] += 1
-                if not (scale[i] > 0 and (every or votes[qidx[i]])):
+                if not _voting(scale, votes, qidx, i, every):
                     rid[i] = -1
         starts = np.zeros(n_ref + 1, np.int64)
         for i in range(n):
@@ -513,6 +513,13 @@ def _vote(qidx, ref_key, ht, hi, scale, o0, tc, offset_bin, min_inliers,
         for u in range(k):
             cnt[used[u]] = 0
     return cells[:m], pairs[:m], boxes[:m], group[:m], perm, starts, refs, hits
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _voting(scale, votes, qidx, i, every):  # pragma: no cover
+    """Whether candidate ``i`` votes: in the scale range, and its hash votes (``every``:
+    all do)."""
+    return scale[i] > 0 and (every or votes[qidx[i]] != 0)
 
 
 @numba.njit(cache=True, nogil=True)

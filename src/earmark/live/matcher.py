@@ -274,7 +274,7 @@ class StreamMatcher:
         speech-mask probe runs first when it is due)."""
         if not self.far_hop or self._matched:
             return False
-        if self.n_samples - self._far_at >= self.far_hop - self.hop // 4:
+        if self._due(self._far_at, self.far_hop):
             return False
         return not (self._audio is not None and self._probe())
 
@@ -369,7 +369,7 @@ class StreamMatcher:
         assert self._audio is not None
         if not self._due(self._comp_at, self.hop):
             return self._comp  # None too: no talk found then, asked again at the cadence
-        self._comp_at = self._audio.n
+        self._comp_at = self.n_samples
         fr = self.fp.frame_rate
         old = self._comp
         if old is not None and old.upto - (INCR_KEEP_S + INCR_CONTEXT_S) * fr > start:
@@ -430,8 +430,7 @@ class StreamMatcher:
         """Whether ``every`` samples of audio have come since stream sample ``at``, give or
         take a quarter hop: votes fall a few resampled samples short of their cadence, and
         without the slack a 2 s cadence became 3 s."""
-        assert self._audio is not None
-        return self._audio.n - at >= every - self.hop // 4
+        return self.n_samples - at >= every - self.hop // 4
 
     def _talk_over_prints(self, start: float, end: float) -> QueryPrints | None:
         """The window's talk-over companions (window coordinates), or None without talk."""
@@ -463,9 +462,9 @@ class StreamMatcher:
             # a smaller network has ruled out music alone
             talking = fp.talks(probe)  # type: ignore[attr-defined]
             if talking and not self._talking:
-                self._talk_from = self._audio.n
+                self._talk_from = self.n_samples
             self._talking = talking
-            self._probed_at = self._audio.n
+            self._probed_at = self.n_samples
         return self._talking
 
     def _look(self, start: float, end: float) -> _Look:
