@@ -105,13 +105,18 @@ class StreamMatcher:
         plain votes go on every hop, and a match ends the rest (0: every vote; the monitor
         uses 15, ``WatchParams.talk_rest_s``). A talk-held stream then costs about a
         quarter less; music that starts under long talk can be found a hop later.
+    phase : float
+        Where in the hop this stream's votes fall, as a share of it (0: a vote every
+        ``hop_s`` from the stream's start; 0.5: the first after half a hop, then every
+        ``hop_s``). A monitor spreads its streams' phases so that their votes, the
+        costliest step, do not all fall on the same block (:func:`~earmark.live.monitor.watch`).
     """
 
     def __init__(self, identifier: Identifier, *, window_s: float = 8.0,
                  hop_s: float = 1.0, max_refs: int = 0, provisional: bool = True,
                  provisional_speeds: tuple[float, float] = (0.75, 1.34),
                  talk_over: bool = True, recent_s: float = 0.0, far_hop_s: float = 0.0,
-                 talk_rest_s: float = 0.0) -> None:
+                 talk_rest_s: float = 0.0, phase: float = 0.0) -> None:
         # one thread: a monitor process carries many streams on its core, and a live window
         # waits for no one (the threads of a file query buy latency for CPU)
         fp = identifier.fingerprinter
@@ -161,7 +166,7 @@ class StreamMatcher:
         self._c = Rows(qidx=np.int64, ref_key=np.int64, entry=np.int64, t=np.float32,
                         f=np.float32, span=np.float32, hi=np.uint16, scale=np.float64,
                         o0=np.float64)
-        self._pending = 0  # samples since the last vote
+        self._pending = round((phase % 1.0) * self.hop)  # samples since the last vote
         self.n_samples = 0
 
     @property

@@ -65,12 +65,17 @@ class StreamWatcher:
         Without one, only identification runs.
     sr : int
         Rate of the blocks fed in (the detector's rate when there is a detector).
+    phase : float
+        Where in the hop the matcher's votes fall (share of a hop; see
+        :class:`StreamMatcher`): :func:`watch` spreads its streams over the hop.
     """
 
     def __init__(self, stream: str, *, catalog: Catalog | None, detector: Detector | None,
                  sink: Sink, sr: int, params: WatchParams = WatchParams(),
-                 policies: Mapping[str, PolicyVersion] | None = None) -> None:
+                 policies: Mapping[str, PolicyVersion] | None = None,
+                 phase: float = 0.0) -> None:
         self.stream, self.sink, self.sr, self.p = stream, sink, sr, params
+        self.phase = phase
         self.catalog, self.detector = catalog, detector
         self.matcher: StreamMatcher | None = None
         self.down = None
@@ -129,7 +134,8 @@ class StreamWatcher:
                                          talk_over=self.p.talk_over,
                                          recent_s=self.p.recent_s,
                                          far_hop_s=self.p.far_hop_s,
-                                         talk_rest_s=self.p.talk_rest_s)
+                                         talk_rest_s=self.p.talk_rest_s,
+                                         phase=self.phase)
             self.matcher.offset_ms = self.ms(start)
         self.tracker = MatchTracker(end_after_s=self.p.end_after_s,
                                     update_every_s=self.p.update_every_s)
@@ -253,8 +259,11 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
 
     threads = [threading.Thread(target=read, args=(i, s), name=f"read-{s.id}", daemon=True)
                for i, s in enumerate(srcs)]
+    # the streams' votes spread over the hop (golden-ratio steps: even for any count), so
+    # that streams started together do not all vote on the same block
     watchers = [StreamWatcher(s.id, catalog=catalog, detector=detector, sink=sink, sr=s.sr,
-                              params=params, policies=policies) for s in srcs]
+                              params=params, policies=policies, phase=(i * _GOLDEN) % 1.0)
+                for i, s in enumerate(srcs)]
     t0: list[float | None] = [None] * len(srcs)
     failed = [False] * len(srcs)
     for t in threads:
@@ -292,6 +301,7 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
             s.close()
 
 
+_GOLDEN = 0.6180339887498949  #: the vote phase step from one stream to the next
 READ_AHEAD = 8  #: blocks a source's reader may hold ahead of its matching (4 s of 0.5 s)
 _READ_DONE = object()
 
