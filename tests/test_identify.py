@@ -17,7 +17,7 @@ from earmark.audio.generators import synth_music, synth_speech_like
 from earmark.identify.fingerprinter import TripletFingerprinter, speed_ladder
 from earmark.identify.hashes import triplet_hashes
 from earmark.identify.identifier import Identification, Identifier
-from earmark.identify.peaks import Peaks
+from earmark.identify.peaks import PeakParams, Peaks, _maxima
 from earmark.index.base import IndexItem
 from earmark.index.segments import SegmentIndex
 
@@ -61,6 +61,37 @@ def test_chunked_reference_peaks_equal_one_piece(refs: list[np.ndarray]) -> None
         assert n2 == n
         np.testing.assert_array_equal(pk.t, whole.t)
         np.testing.assert_array_equal(pk.f, whole.f)
+
+
+@given(seed=st.integers(0, 10**6), rows=st.integers(3, 90), ties=st.booleans(),
+       holes=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_local_maxima_are_those_of_a_maximum_filter(seed: int, rows: int, ties: bool,
+                                                    holes: bool) -> None:
+    from scipy import ndimage
+
+    p = PeakParams()
+    rng = np.random.default_rng(seed)
+    W = rng.normal(0.0, 6.0, (rows, 60)).astype(np.float32)
+    if ties:  # equal neighbours: both are maxima
+        W = np.round(W / 3.0).astype(np.float32) * 3
+    if holes:  # masked cells (-inf) neither peak nor suppress
+        W[rng.random(W.shape) < 0.3] = -np.inf
+    S = rng.uniform(-90.0, 0.0, W.shape).astype(np.float32)
+    r0 = int(rng.integers(0, rows))
+    r1 = int(rng.integers(r0, rows + 3))
+    mx = ndimage.maximum_filter(W, size=(2 * p.time_radius + 1, 2 * p.freq_radius + 1),
+                                mode="constant", cval=-np.inf)
+    cand = (W == mx) & (p.min_contrast_db < W) & (p.floor_db < S)
+    cand[[0, -1], :] = False
+    cand[:, [0, -1]] = False
+    cand[:r0] = False
+    cand[r1:] = False
+    ti, fi = _maxima(W, S, p.time_radius, p.freq_radius, np.float32(p.min_contrast_db),
+                     np.float32(p.floor_db), r0, r1)
+    want = np.nonzero(cand)
+    np.testing.assert_array_equal(ti, want[0])
+    np.testing.assert_array_equal(fi, want[1])
 
 
 @given(shift=st.integers(-30, 30))
