@@ -362,6 +362,35 @@ def test_long_talk_without_a_match_searches_every_other_vote(catalog: Catalog) -
     assert sum(late) >= 0.3 * len(late)
 
 
+def test_talk_with_short_pauses_counts_as_one_stretch(catalog: Catalog) -> None:
+    """Talk that pauses for a few seconds (or music the mask reads as talk every other
+    probe) still reaches the rest: a pause shorter than ``TALK_BREAK_S`` does not start the
+    count again, a longer one does."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+    from earmark.live.matcher import TALK_BREAK_S
+
+    talk = synth_speech_like(sr=SR, duration=6.0, rng=np.random.default_rng(8))
+    bed = music(994, 70.0)
+    y = bed.copy()
+    spans = [(0, 6), (10, 16), (20, 26), (30, 36), (56, 62), (66, 70)]  # s; 20 s pause
+    for a, b in spans:
+        y[a * SR: b * SR] = mix_over(bed[a * SR: b * SR], talk[: (b - a) * SR], 0.0)
+    assert 20 > TALK_BREAK_S > 4
+    m = StreamMatcher(catalog.identifier, hop_s=1.25, talk_rest_s=8.0)
+    rests, starts = [], []
+    for i in range(0, y.size, SR // 2):
+        before = m._talk_from
+        if m.push(y[i:i + SR // 2]) is not None and m.resting:
+            rests.append(m.n_samples / SR)
+        if m._talk_from != before:
+            starts.append(m._talk_from / SR)
+    # no stretch of talk lasts 8 s, yet the talk of 0–36 s (4 s pauses) rests from ~8 s
+    assert any(8.0 <= t <= 36.0 for t in rests)
+    # and the talk after the 20 s pause is counted afresh
+    assert len(starts) == 2 and 56.0 <= starts[1] <= 60.0
+
+
 def test_talk_over_the_music_is_found_through_the_speech_mask(catalog: Catalog,
                                                                library: Library) -> None:
     """Speech-like babble as loud as catalog music: the plain window prints find it late;

@@ -104,7 +104,9 @@ class StreamMatcher:
         companions, the newest seconds alone, the verification) runs every other vote; the
         plain votes go on every hop, and a match ends the rest (0: every vote; the monitor
         uses 15, ``WatchParams.talk_rest_s``). A talk-held stream then costs about a
-        quarter less; music that starts under long talk can be found a hop later.
+        quarter less; music that starts under long talk can be found a hop later. Talk
+        is counted through pauses shorter than :data:`TALK_BREAK_S` (music the mask
+        reads as talk flickers between probes).
     phase : float
         Where in the hop this stream's votes fall, as a share of it (0: a vote every
         ``hop_s`` from the stream's start; 0.5: the first after half a hop, then every
@@ -151,7 +153,8 @@ class StreamMatcher:
         self._matched = False  # whether the last vote found a match
         self.talk_rest = round(talk_rest_s * self.fp.sr)
         self._quiet_from = 0  # stream sample of the last vote with a match
-        self._talk_from = 0  # stream sample of the probe that found talk after none
+        self._talk_from = 0  # stream sample of the probe that began this stretch of talk
+        self._talk_seen = -(10**12)  # stream sample of the last probe that found talk
         #: this vote leaves the talk-over search out (the resting votes of long talk)
         self.resting = False
         self.now_ms = 0  #: stream time the last vote's window reached
@@ -466,8 +469,12 @@ class StreamMatcher:
             # the file query's own gate (the speech mask covers enough of the probe), after
             # a smaller network has ruled out music alone
             talking = fp.talks(probe)  # type: ignore[attr-defined]
-            if talking and not self._talking:
-                self._talk_from = self.n_samples
+            if talking:
+                # a stretch of talk goes on through pauses shorter than TALK_BREAK_S (and
+                # through music the mask reads as talk every other probe)
+                if self.n_samples - self._talk_seen > round(TALK_BREAK_S * fp.sr):
+                    self._talk_from = self.n_samples
+                self._talk_seen = self.n_samples
             self._talking = talking
             self._probed_at = self.n_samples
         return self._talking
@@ -534,6 +541,9 @@ def _join(a: _Hop, b: _Hop) -> _Hop:
 
 TALK_PROBE_S = 2.0  #: seconds of the newest audio the speech-mask probe of a vote reads
 TALK_PROBE_EVERY_S = 2.0  #: seconds of audio between two probes
+#: a pause of talk this long (no probe finding any) ends a stretch of talk: a shorter one
+#: does not start the count of ``talk_rest_s`` again
+TALK_BREAK_S = 10.0
 
 
 def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candidates]:
