@@ -189,3 +189,25 @@ def test_sketch_cache_keeps_to_its_memory_budget() -> None:
     n = len(loads)
     cache.get([99])  # ... and is not asked for again
     assert len(loads) == n
+
+
+@given(seed=st.integers(0, 10**6), offset=st.floats(-40.0, 80.0), scale=st.floats(0.5, 2.0),
+       shift=st.floats(-30.0, 30.0))
+@settings(max_examples=40, deadline=None)
+def test_pooling_counts_and_sums_like_bincount(seed: int, offset: float, scale: float,
+                                               shift: float) -> None:
+    """The sketch-cell pooling of ``agreement`` gives what ``np.bincount`` gives over the
+    usable cells in range, to the bit (same order of summation)."""
+    from earmark.identify.verify import _pool
+
+    rng = np.random.default_rng(seed)
+    white = rng.normal(0.0, 5.0, (120, 180)).astype(np.float32)
+    usable = rng.random(white.shape) < 0.7
+    rows, cols = 20, 30
+    ci = np.floor((offset + scale * np.arange(120)) / 8).astype(np.int64)
+    cb = np.floor((np.arange(180) - shift) / 6).astype(np.int64)
+    ok = (usable & ((ci >= 0) & (ci < rows))[:, None] & ((cb >= 0) & (cb < cols))[None, :])
+    lin = (ci[:, None] * cols + cb[None, :])[ok]
+    cnt, tot = _pool(white, usable, ci, cb, rows, cols)
+    np.testing.assert_array_equal(cnt, np.bincount(lin, minlength=rows * cols))
+    np.testing.assert_array_equal(tot, np.bincount(lin, white[ok], minlength=rows * cols))

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.ndimage import uniform_filter
 
@@ -160,14 +161,7 @@ def agreement(view: QueryView, sketch: np.ndarray, offset: float, scale: float, 
         return 0.0
     ci = np.floor((offset + scale * np.arange(n)) / params.frames).astype(np.int64)
     cb = np.floor((np.arange(nb) - shift) / params.bins).astype(np.int64)
-    rows_ok = (ci >= 0) & (ci < sketch.shape[0])
-    cols_ok = (cb >= 0) & (cb < sketch.shape[1])
-    ok = view.usable & rows_ok[:, None] & cols_ok[None, :]
-    if not ok.any():
-        return 0.0
-    lin = (ci[:, None] * sketch.shape[1] + cb[None, :])[ok]
-    cnt = np.bincount(lin, minlength=sketch.size)
-    tot = np.bincount(lin, view.white[ok], minlength=sketch.size)
+    cnt, tot = _pool(view.white, view.usable, ci, cb, sketch.shape[0], sketch.shape[1])
     full = max(2.0, params.frames / max(scale, 1e-3) * params.bins / 4)
     g = cnt >= full
     if int(g.sum()) < MIN_CELLS:
@@ -178,6 +172,24 @@ def agreement(view: QueryView, sketch: np.ndarray, offset: float, scale: float, 
     r = r - r.mean()
     den = float(np.sqrt((q * q).sum() * (r * r).sum()))
     return float((q * r).sum() / den) if den > 0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _pool(white, usable, ci, cb, rows, cols):  # pragma: no cover - compiled
+    """Count and sum (float64, in row-major order: what ``np.bincount`` gives) the usable
+    query cells that fall in each sketch cell (``ci`` per frame, ``cb`` per bin)."""
+    cnt = np.zeros(rows * cols, np.int64)
+    tot = np.zeros(rows * cols, np.float64)
+    for i in range(white.shape[0]):
+        r = ci[i]
+        if r < 0 or r >= rows:
+            continue
+        for j in range(white.shape[1]):
+            c = cb[j]
+            if usable[i, j] and 0 <= c < cols:
+                cnt[r * cols + c] += 1
+                tot[r * cols + c] += np.float64(white[i, j])
+    return cnt, tot
 
 
 class SketchCache:
