@@ -171,18 +171,23 @@ class TripletFingerprinter:
         """Cells of the query's spectrogram that speech dominates, or None when the speech
         mask is off or covers less than ``gate`` (default ``speech_gate``) of the audible
         cells."""
-        S, cells = self._speech(y)
-        gate = self.speech_gate if gate is None else gate
-        return cells if cells is not None and speech.coverage(cells, S) >= gate else None
+        return self._gated(*self._speech(y), gate)
 
     def talks(self, y: np.ndarray) -> bool:
         """Whether the speech mask is on and covers at least ``speech_gate`` of ``y``'s
-        audible cells (:func:`speech.probe_talk`: a smaller network rules out music alone
-        first). The live matcher's talk probe."""
+        audible cells, as :meth:`speech_cells` says, after a smaller network has not ruled
+        out music alone (:func:`speech.music_alone`). The live matcher's talk probe."""
         if not self.speech_mask:
             return False
-        return speech.probe_talk(log_spectrogram(np.asarray(y, np.float32), self.spec),
-                                 self.speech_gate)
+        S = log_spectrogram(np.asarray(y, np.float32), self.spec)
+        return not speech.music_alone(S) and self._gated(S, self.speech_of(S)) is not None
+
+    def _gated(self, S: np.ndarray, cells: np.ndarray | None,
+               gate: float | None = None) -> np.ndarray | None:
+        """``cells`` when they cover at least ``gate`` (default ``speech_gate``) of the
+        audible cells of ``S``, else None."""
+        gate = self.speech_gate if gate is None else gate
+        return cells if cells is not None and speech.coverage(cells, S) >= gate else None
 
     def _speech(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The query's log spectrogram and its speech cells (None: the mask is off)."""

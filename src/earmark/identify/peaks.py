@@ -119,8 +119,7 @@ def find_peaks(
                                      mode="nearest")
         den = ndimage.uniform_filter(mask.astype(np.float32), size=size, mode="nearest")
         W = np.where(mask, S - num / np.maximum(den, 1e-3), -np.inf).astype(np.float32)
-    rows = (0, n_frames) if keep is None else (max(0, keep[0] - frame0),
-                                                  min(n_frames, max(0, keep[1] - frame0)))
+    rows = (0, n_frames) if keep is None else (keep[0] - frame0, keep[1] - frame0)
     ti, fi = _maxima(W, S, params.time_radius, params.freq_radius,
                      np.float32(params.min_contrast_db), np.float32(params.floor_db), *rows)
     if mask is not None:
@@ -156,7 +155,8 @@ def _maxima(W, S, rt, rf, contrast, floor, r0, r1):  # pragma: no cover - compil
     border. Row-major order (as ``np.nonzero``).
 
     One pass that checks the neighbourhood of the few cells above the contrast only, where
-    a maximum filter of the whole chunk (two 1-D passes) cost ~5× more.
+    a maximum filter of the whole chunk (two 1-D passes) cost ~5× more. The rows are
+    clipped to the array (``r0`` may be negative, ``r1`` past the end).
     """
     n, m = W.shape
     lo, hi = max(r0, 1), min(r1, n - 1)
@@ -176,17 +176,18 @@ def _maxima(W, S, rt, rf, contrast, floor, r0, r1):  # pragma: no cover - compil
             if near and (W[i - 1, j] > w or W[i + 1, j] > w or W[i, j - 1] > w
                          or W[i, j + 1] > w):
                 continue
-            c, d = max(0, j - rf), min(m, j + rf + 1)
-            top = True
-            for p in range(a, b):
-                for q in range(c, d):
-                    if W[p, q] > w:
-                        top = False
-                        break
-                if not top:
-                    break
-            if top:
+            if _highest(W, w, a, b, max(0, j - rf), min(m, j + rf + 1)):
                 ti[k] = i
                 fi[k] = j
                 k += 1
     return ti[:k], fi[:k]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _highest(W, w, a, b, c, d):  # pragma: no cover - compiled
+    """Whether no cell of ``W[a:b, c:d]`` is higher than ``w``."""
+    for p in range(a, b):
+        for q in range(c, d):
+            if W[p, q] > w:
+                return False
+    return True

@@ -33,7 +33,7 @@ from earmark.errors import EarmarkError
 
 MODEL_FILE = "speech_mask.onnx"
 #: the first, smaller mask network (4,851 weights, ~4 ms per 2 s against ~9): the live
-#: matcher's talk probe asks it first (:func:`probe_talk`)
+#: matcher's talk probe asks it first (:func:`music_alone`)
 PROBE_FILE = "speech_probe.onnx"
 #: a probe whose cells :data:`PROBE_FILE` covers less than this is music alone, without the
 #: shipped mask: of 1,173 two-second probes the shipped mask passed (speech 5 dB louder to
@@ -116,21 +116,18 @@ def default_probe() -> SpeechMask:
     return SpeechMask(packaged=PROBE_FILE)
 
 
-def probe_talk(S: np.ndarray, gate: float) -> bool:
-    """Whether speech covers at least ``gate`` of the audible cells of ``S`` by the shipped
-    mask; the smaller network first rules out music alone (its cover under
-    :data:`PROBE_PREGATE`), which spares the shipped mask on most music.
+def music_alone(S: np.ndarray) -> bool:
+    """Whether the smaller network (:data:`PROBE_FILE`) covers less than
+    :data:`PROBE_PREGATE` of the audible cells of ``S``: music alone, without asking the
+    shipped mask (the live talk probe's first stage,
+    :meth:`~earmark.identify.fingerprinter.TripletFingerprinter.talks`).
 
     Parameters
     ----------
     S : np.ndarray [shape=(n_frames, n_bins), dtype=float32]
         Log spectrogram in dB (:func:`earmark.identify.spectrogram.log_spectrogram`).
-    gate : float
-        The fingerprinter's ``speech_gate``.
     """
-    if coverage(default_probe().speech_cells(S), S) < PROBE_PREGATE:
-        return False
-    return coverage(default_mask().speech_cells(S), S) >= gate
+    return coverage(default_probe().speech_cells(S), S) < PROBE_PREGATE
 
 
 def coverage(speech: np.ndarray, S: np.ndarray, floor_db: float = -60.0) -> float:
