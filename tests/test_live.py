@@ -524,3 +524,80 @@ def test_window_vote_equals_the_file_matcher_on_the_same_prints(catalog: Catalog
         assert key(live) == key(ref)
         checked += 1
     assert checked >= 10
+
+
+def test_the_newest_seconds_vote_on_their_own_rows(catalog: Catalog, library: Library) -> None:
+    """The newest seconds of a window are decided on the rows of the hops that reach them
+    (:meth:`StreamMatcher._skip`): the same alignments as a vote over every row of the
+    window with the older hashes at negative times, which the vote leaves out."""
+    from earmark.identify.fingerprinter import QueryPrints
+    from earmark.identify.hashes import Hashes
+    from earmark.identify.match import VoteParts, align
+    from earmark.index.base import Candidates
+
+    m = StreamMatcher(catalog.identifier, window_s=8.0, provisional=False)
+    y = stream_of(music(991, 7.0), library.signals["long"][5 * SR: 25 * SR])
+    fr = m.fp.frame_rate
+    checked = 0
+    for i in range(0, y.size, SR):
+        m.push(y[i:i + SR])
+        if i < 9 * SR:
+            continue
+        end = m.hops[-1].upto
+        start = end - m.window_frames
+        s0 = end - 4.0 * fr
+        h, speed, cand, parts = m._view(start)
+        k, j = m._skip(start, s0)
+        assert 0 < k < len(h) and 0 < j < len(cand)
+        dt = np.float32(s0 - start)
+        whole = QueryPrints(Hashes(h.key, h.t - dt, h.f, h.span), speed, 4.0, 1)
+        ref = align(whole, cand, m.ident.params, fr, replace(parts, t0=s0))
+        own = QueryPrints(Hashes(h.key[k:], h.t[k:] - dt, h.f[k:], h.span[k:]), speed[k:],
+                          4.0, 1)
+        c = Candidates(cand.qidx[j:] - k, cand.ref_key[j:], cand.entry[j:], cand.t[j:],
+                       cand.f[j:], cand.span[j:])
+        got = align(own, c, m.ident.params, fr,
+                    VoteParts(parts.hi[j:], parts.scale[j:], parts.o0[j:], s0))
+        assert (h.t[:k] - dt < 0).all()  # the rows left out lie before the newest seconds
+        assert ref, "the newest seconds hold catalog music"
+
+        def key(al: list) -> list:
+            return [(a.ref_key, a.score, a.offset, a.scale, a.ref_hits, a.segments)
+                    for a in al]
+
+        assert key(got) == key(ref)
+        checked += 1
+    assert checked >= 10
+
+
+def test_a_loop_behind_defers_the_talk_over_search(catalog: Catalog,
+                                                  library: Library) -> None:
+    """While the caller says its loop is behind (``behind``), a vote under talk leaves the
+    talk-over search out: its matches are those of a matcher without the search, and the
+    deferred votes are counted. Once caught up, the search runs again and finds the music
+    under the talk."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
+
+    ref = library.signals["long"]
+    talk = synth_speech_like(sr=SR, duration=25.0, rng=np.random.default_rng(3))
+    filler = synth_speech_like(sr=SR, duration=12.0, rng=np.random.default_rng(7))
+    y = stream_of(filler, mix_over(ref[20 * SR: 45 * SR], talk, 0.0))
+    key = catalog.store.get("long").key  # type: ignore[union-attr]
+    late = StreamMatcher(catalog.identifier)
+    plain = StreamMatcher(catalog.identifier, talk_over=False)
+    late.behind = True
+    cut = 14 * SR  # 2 s into the music under talk
+    for i in range(0, cut, SR // 2):
+        a, b = late.push(y[i:i + SR // 2]), plain.push(y[i:i + SR // 2])
+        assert a == b
+    assert late.deferred >= 1 and late._comp is None and late._last_look is None
+    late.behind = False
+    found: dict[str, float] = {}
+    for i in range(cut, y.size, SR // 2):
+        for name, m in (("late", late), ("plain", plain)):
+            if name not in found and any(w.ref_key == key
+                                         for w in m.push(y[i:i + SR // 2]) or []):
+                found[name] = (i + SR // 2) / SR - 12.0
+    assert "late" in found, "talk over the music not found once caught up"
+    assert found["late"] < found.get("plain", np.inf), found  # the search found it

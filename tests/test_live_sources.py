@@ -102,7 +102,7 @@ def test_watch_reads_a_fast_file_only_a_few_blocks_ahead(tmp_path: Path) -> None
     events: list[LiveEvent] = []
     read_at_first: list[int] = []
 
-    def on_lag(stream: str, lag: float, cpu: float) -> None:
+    def on_lag(stream: str, lag: float, cpu: float, deferred: bool) -> None:
         if not read_at_first:  # hold the loop on the first block a while
             time.sleep(1.0)
             read_at_first.append(src._pos)
@@ -501,7 +501,7 @@ def test_parallel_watch_reports_lag_and_cpu_per_block(tmp_path: Path,
     specs = [SourceSpec(str(p), f"s{i}", SR) for i, p in enumerate(paths)]
     got: dict[str, list[tuple[float, float]]] = {"s0": [], "s1": []}
     watch_parallel(specs, home=catalog_home, detector=None, sink=lambda e: None, jobs=2,
-                   on_lag=lambda sid, lag, cpu: got[sid].append((lag, cpu)))
+                   on_lag=lambda sid, lag, cpu, _: got[sid].append((lag, cpu)))
     for sid, rows in got.items():
         assert len(rows) == 24, sid  # 12 s in blocks of 0.5 s
         cpu = [c for _, c in rows]

@@ -35,7 +35,7 @@ from earmark.bench.grid import CLEAN, Edit, apply, speech_track
 from earmark.bench.identify import duplicates, split_manifest
 from earmark.detect.base import get_detector
 from earmark.live.events import LiveEvent
-from earmark.live.monitor import StreamWatcher, WatchParams
+from earmark.live.monitor import BEHIND_S, StreamWatcher, WatchParams
 from earmark.live.pool import SourceSpec, watch_parallel
 from earmark.live.sources import BLOCK_S, Block
 from earmark.service.catalog import Catalog, add_references, open_catalog
@@ -276,10 +276,13 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
 
     cpu_of: dict[str, float] = {f"s{i}": 0.0 for i in range(n)}  # the loop's, per stream
 
-    def on_lag(sid: str, s: float, c: float) -> None:
+    deferred: dict[str, int] = {f"s{i}": 0 for i in range(n)}  # talk-over searches waited
+
+    def on_lag(sid: str, s: float, c: float, waited: bool) -> None:
         lags[sid].append(s)
         at[sid].append(time.monotonic() - wall0)
         cpu_of[sid] += c
+        deferred[sid] += waited
 
     jobs = cfg.stream_jobs or len(os.sched_getaffinity(0))
     # the rate `earmark monitor` decodes at: its detector's, else the fingerprinter's
@@ -309,7 +312,11 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
         "lag_end_s_worst_stream": round(max(last), 3),
         "lag_p95_after_warmup_s_worst_stream": round(max(p95_steady), 3)
             if p95_steady else None,
-        "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0)}
+        "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0),
+        # votes under talk whose talk-over search waited because the loop was behind
+        # (monitor.BEHIND_S): how much sensitivity the run traded for its lag
+        "talk_searches_deferred": sum(deferred.values()),
+        "streams_deferred": sorted(files[int(k[1:])].name for k in deferred if deferred[k])}
     # what each stream cost the loop per second of it (its blocks are the sources' default):
     # streams differ several-fold (talk over the music runs the talk-over search)
     per_s = {k: cpu_of[k] / (len(lags[k]) * BLOCK_S) for k in lags if lags[k]}
@@ -408,6 +415,10 @@ def report(res: Result) -> str:
                          f"matching loop median {q['median']}, p90 {q['p90']}, max {q['max']} "
                          f"(costliest: {costly}); the loop is {c['loop_cpu_share']:.0%} of "
                          "the CPU (the rest: reading and decoding, the processes' glue).")
+        if "talk_searches_deferred" in c:
+            lines.append(f"Talk-over searches deferred while a process was more than "
+                         f"{BEHIND_S} s behind: {c['talk_searches_deferred']} (streams: "
+                         f"{', '.join(c['streams_deferred']) or 'none'}).")
     return "\n".join(lines) + "\n"
 
 

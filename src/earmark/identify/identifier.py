@@ -276,15 +276,6 @@ class Identifier:
             end = max(end, b)
         return covered >= self.early_cover * res.duration_ms
 
-    def identify_joined(self, qp: QueryPrints, cand: Candidates, extra: QueryPrints,
-                        more: Candidates, *, view: QueryView | None = None) -> Identification:
-        """:meth:`identify_prints` over two passes of one query joined: ``qp`` with its
-        candidates ``cand``, and ``extra`` (the talk-over companions) with ``more``, whose
-        ``qidx`` index ``extra``'s hashes. The same as one pass over both sets of hashes."""
-        more = replace(more, qidx=more.qidx + len(qp.hashes))
-        return self.identify_prints(QueryPrints.concat([qp, extra]),
-                                    Candidates.concat([cand, more]), view=view)
-
     def identify_prints(self, qp: QueryPrints, cand: Candidates,
                         parts: VoteParts | None = None, *, view: QueryView | None = None
                         ) -> Identification:

@@ -157,6 +157,10 @@ class StreamMatcher:
         self._talk_seen = -(10**12)  # stream sample of the last probe that found talk
         #: this vote leaves the talk-over search out (the resting votes of long talk)
         self.resting = False
+        #: set by the caller while its loop is behind the stream's clock: the talk-over
+        #: search waits (the plain votes go on) until it has caught up
+        self.behind = False
+        self.deferred = 0  #: votes under talk whose talk-over search waited so
         self.now_ms = 0  #: stream time the last vote's window reached
         #: vote again after half a hop (set while a match waits for its confirmation)
         self.eager = False
@@ -256,18 +260,28 @@ class StreamMatcher:
         t0 = start
         s0 = end - self.recent_s * fr
         if (found.status != "match" and self.recent_s and self._talking and not self.resting
-                and s0 >= start + fr):
+                and not self.behind and s0 >= start + fr):
             # the newest seconds alone: music that began in the window's middle covers
             # little of it, which the confidence model reads as a chance alignment's mark
             # (and, under talk, its few hashes drown in those of the window's older part);
             # the vote leaves out the hashes before s0 (negative times), and the talk-over
             # companions are computed for these seconds afresh, as a file query's are: the
             # stream's pieces, on other frame grids, share only about half their hashes
+            # (without the rows of the hops whose hashes all lie before s0: the votes would
+            # leave them out, and the joined ones would copy them first)
+            k, j = (0, 0) if parts is None else self._skip(start, s0)
             dt = np.float32(s0 - start)
-            sub = QueryPrints(hashes=Hashes(hashes.key, hashes.t - dt, hashes.f, hashes.span),
-                              speed=speed, duration_s=self.recent_s, n_peaks=qp.n_peaks)
-            got = self._judge(sub, cand, None if parts is None else replace(parts, t0=s0),
-                              s0, end, fresh=True)
+            sub = QueryPrints(hashes=Hashes(hashes.key[k:], hashes.t[k:] - dt, hashes.f[k:],
+                                            hashes.span[k:]),
+                              speed=speed[k:], duration_s=self.recent_s, n_peaks=qp.n_peaks)
+            sc = cand if not k + j else Candidates(
+                cand.qidx[j:] - k, cand.ref_key[j:], cand.entry[j:], cand.t[j:], cand.f[j:],
+                cand.span[j:])
+            sp = None if parts is None else VoteParts(parts.hi[j:], parts.scale[j:],
+                                                      parts.o0[j:], s0,
+                                                      None if parts.votes is None
+                                                      else parts.votes[k:])
+            got = self._judge(sub, sc, sp, s0, end, fresh=True)
             if got.status == "match":
                 found, t0 = got, s0
         t0_ms = round(t0 / fr * 1000)
@@ -295,6 +309,10 @@ class StreamMatcher:
         found = self.ident.identify_prints(qp, cand, parts)
         if found.status == "match" or self._audio is None or self.resting:
             return found
+        if self.behind:
+            if not fresh and self._probe():
+                self.deferred += 1
+            return found
         if fresh:
             ex = self._talk_over_prints(start, end)
             if ex is None or not len(ex.hashes):
@@ -321,20 +339,25 @@ class StreamMatcher:
         level."""
         decided: list[Identification] = []
         ident = self.ident.later()  # a second look, as a file query's after its first
+        # joined once (and their vote parts computed once): the near rungs' vote takes its
+        # rows, in the same order
+        joint = QueryPrints.concat([qp, extra])
+        every = Candidates.concat([cand, replace(more, qidx=more.qidx + len(qp.hashes))])
+        parts = vote_parts(joint.hashes, every, ident.params)
         lo, hi = self.provisional_speeds
-        near_h = (qp.speed >= lo) & (qp.speed <= hi)
-        if near_h.size and not near_h.all():
-            near_e = (extra.speed >= lo) & (extra.speed <= hi)
-            found = ident.identify_joined(qp, cand.take(near_h[cand.qidx]), extra,
-                                          more.take(near_e[more.qidx]))
+        near = (joint.speed >= lo) & (joint.speed <= hi)
+        if near.size and not near[: len(qp.hashes)].all():
+            keep = near[every.qidx]
+            found = ident.identify_prints(joint, every.take(keep), VoteParts(
+                parts.hi[keep], parts.scale[keep], parts.o0[keep]))
             if found.status == "match":
                 return found
             decided.append(found)
-        found = ident.identify_joined(qp, cand, extra, more)
+        found = ident.identify_prints(joint, every, parts)
         if found.status == "match":
             return found
         decided.append(found)
-        return self._verified(QueryPrints.concat([qp, extra]), decided, start, end)
+        return self._verified(joint, decided, start, end)
 
     def _add(self, hashes: Hashes, speed: np.ndarray, *, temp: bool) -> None:
         """Append prints (stream frames) with their candidates and vote parts; ``temp``
@@ -355,16 +378,28 @@ class StreamMatcher:
         # the rows of the oldest hops whose hashes all lie before the window are not read
         # (the vote would pass over them and leave them out); the hops are kept until
         # their settled bound leaves the window
-        h0, c0 = self._h.first, self._c.first
-        for m in self.hops:
-            if m.t_max >= start:
-                break
-            h0, c0 = m.h_end, m.c_end
+        h0, c0 = self._first_rows(start)
         h, c = self._h.rows(h0), self._c.rows(c0)
         hashes = Hashes(h["key"], h["t"] - np.float32(start), h["f"], h["span"])
         cand = Candidates(c["qidx"] - h0, c["ref_key"], c["entry"], c["t"],
                           c["f"], c["span"])
         return hashes, h["speed"], cand, VoteParts(c["hi"], c["scale"], c["o0"], start)
+
+    def _first_rows(self, start: float) -> tuple[int, int]:
+        """The first rows (absolute) of the window's hashes and candidates from stream
+        frame ``start`` on: those of the first hop with a hash at or after ``start``."""
+        h0, c0 = self._h.first, self._c.first
+        for m in self.hops:
+            if m.t_max >= start:
+                break
+            h0, c0 = m.h_end, m.c_end
+        return h0, c0
+
+    def _skip(self, start: float, s0: float) -> tuple[int, int]:
+        """How many of the rows of the window from ``start`` (:meth:`_view`) belong to
+        hops whose hashes all lie before ``s0``: hashes, candidates."""
+        (h0, c0), (h1, c1) = self._first_rows(start), self._first_rows(s0)
+        return h1 - h0, c1 - c0
 
     def _companions(self, start: float, end: float) -> _Hop | None:
         """The talk-over companions of the window with their candidates, in stream frames,

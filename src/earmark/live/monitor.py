@@ -222,7 +222,7 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
           detector: Detector | None, sink: Sink, params: WatchParams = WatchParams(),
           policies: Mapping[str, PolicyVersion] | None = None,
           stop: threading.Event | None = None,
-          on_lag: Callable[[str, float, float], None] | None = None) -> None:
+          on_lag: LagHook | None = None) -> None:
     """Watch every source until all have ended (or ``stop`` is set).
 
     Each source is read (decoded, paced, reconnected) in a thread of its own, and one loop
@@ -234,12 +234,15 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
     :data:`READ_AHEAD` blocks not yet matched (a file read as fast as it decodes must not
     fill memory, nor crowd out the live streams).
 
-    ``on_lag(stream, seconds, cpu)`` is told, after each block, how far the processing is
-    behind the stream's clock (wall time since the first block minus the block's end in
-    stream time: meaningful for sources played at real-time pace) and the CPU seconds the
-    block's processing took in this thread (what the stream costs; its reading and decoding
-    run in the reader's thread and are not counted). The sink is called from the calling
-    thread only.
+    ``on_lag(stream, seconds, cpu, deferred)`` is told, after each block, how far the
+    processing is behind the stream's clock (wall time since the first block minus the
+    block's end in stream time: meaningful for sources played at real-time pace), the CPU
+    seconds the block's processing took in this thread (what the stream costs; its reading
+    and decoding run in the reader's thread and are not counted), and whether its vote left
+    the talk-over search out because the loop was more than :data:`BEHIND_S` behind (paced
+    sources only: a burst of searches on some streams must not hold all the others back;
+    the search runs again once the loop has caught up). The sink is called from the
+    calling thread only.
     """
     srcs = list(sources)
     todo: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
@@ -301,13 +304,18 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
             s.close()
 
 
+#: ``on_lag(stream, lag_s, cpu_s, deferred)`` (see :func:`watch`)
+LagHook = Callable[[str, float, float, bool], None]
 _GOLDEN = 0.6180339887498949  #: the vote phase step from one stream to the next
+#: a paced stream's block taken this many seconds after its end was due finds the loop
+#: behind: its vote leaves the talk-over search out (:attr:`StreamMatcher.behind`)
+BEHIND_S = 0.5
 READ_AHEAD = 8  #: blocks a source's reader may hold ahead of its matching (4 s of 0.5 s)
 _READ_DONE = object()
 
 
 def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | None], i: int,
-          on_lag: Callable[[str, float, float], None] | None) -> None:
+          on_lag: LagHook | None) -> None:
     """One item a source's reader put in the queue: a block, an event, or its failure."""
     if isinstance(item, BaseException):
         raise item
@@ -320,8 +328,15 @@ def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | Non
     assert isinstance(item, Block)
     if t0[i] is None:  # the first block came in when its end was due
         t0[i] = time.monotonic() - (item.start + item.samples.size) / src.sr
+    end_s = (item.start + item.samples.size) / src.sr
+    m = w.matcher
+    waited = m.deferred if m is not None else 0
+    if m is not None and src.paced:
+        # the loop is behind this stream's clock (a burst of other streams' searches): the
+        # talk-over search waits until it has caught up (the plain votes go on)
+        m.behind = time.monotonic() - cast(float, t0[i]) - end_s > BEHIND_S
     c0 = time.thread_time()
     w.feed(item)
     if on_lag is not None:
-        on_lag(src.id, time.monotonic() - cast(float, t0[i])
-               - (item.start + item.samples.size) / src.sr, time.thread_time() - c0)
+        on_lag(src.id, time.monotonic() - cast(float, t0[i]) - end_s, time.thread_time() - c0,
+               w.matcher is m and m is not None and m.deferred > waited)

@@ -18,13 +18,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from earmark.live.events import LiveEvent, Sink
-from earmark.live.monitor import WatchParams, watch
+from earmark.live.monitor import LagHook, WatchParams, watch
 from earmark.live.sources import AudioSource, RawFormat
 from earmark.moderation.policy import PolicyVersion
 
@@ -66,7 +66,7 @@ def _child(specs: list[SourceSpec], home: str | None, detector: str | None,
     try:
         watch([s.open() for s in specs], catalog=cat, detector=det,
               sink=lambda e: q.put(("event", e.to_json())), params=params, policies=policies,
-              stop=halt, on_lag=(lambda sid, s, c: q.put(("lag", (sid, s, c)))) if lag else None)
+              stop=halt, on_lag=(lambda *a: q.put(("lag", a))) if lag else None)
     finally:
         halt.set()
         if cat is not None:
@@ -85,7 +85,7 @@ def watch_parallel(specs: Sequence[SourceSpec], *, home: Path | None, detector: 
                    sink: Sink, jobs: int, params: WatchParams = WatchParams(),
                    policies: Mapping[str, PolicyVersion] | None = None,
                    stop: threading.Event | None = None,
-                   on_lag: Callable[[str, float, float], None] | None = None) -> None:
+                   on_lag: LagHook | None = None) -> None:
     """Watch ``specs`` in ``jobs`` processes until every stream has ended (or ``stop``)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()

@@ -271,6 +271,9 @@ class AudioSource:
             self.kind, Path(spec).name or spec
         )
         self._closed = threading.Event()
+        #: blocks come at the stream's own pace (a network stream, a file played in real
+        #: time): how far behind its clock they are taken means something
+        self.paced = realtime or self.kind == "network"
         self._started = False
         self._pos = 0  # next sample index of the timeline
         self._t0 = 0.0
