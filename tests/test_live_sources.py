@@ -506,3 +506,33 @@ def test_parallel_watch_reports_lag_and_cpu_per_block(tmp_path: Path,
         assert len(rows) == 24, sid  # 12 s in blocks of 0.5 s
         cpu = [c for _, c in rows]
         assert min(cpu) >= 0.0 and sum(cpu) > 0.0  # the catalog search ran in the worker
+
+
+def test_a_block_taken_late_from_a_paced_source_marks_the_loop_behind(
+        tmp_path: Path, catalog: Any) -> None:
+    """``watch``'s step: a block of a paced source (played in real time, or a network
+    stream) taken more than ``behind_s`` after its end was due sets the matcher's
+    ``behind`` (its vote leaves the talk-over search out); a block on time, a source read as
+    fast as it decodes, or ``behind_s`` 0 does not."""
+    from earmark.live.monitor import StreamWatcher, WatchParams, _take
+
+    path = write_audio(tmp_path / "a.flac", music(4, 3.0))
+    y = music(4, 3.0)[: SR // 2]
+
+    def behind(realtime: bool, late_s: float, behind_s: float = 0.5) -> bool:
+        src = AudioSource(str(path), sr=SR, realtime=realtime)
+        assert src.paced is realtime
+        w = StreamWatcher("s", catalog=catalog, detector=None, sink=lambda e: None, sr=SR,
+                          params=WatchParams(behind_s=behind_s))
+        lags: list[tuple[float, bool]] = []
+        # the stream's clock started so long ago that this block's end was due late_s ago
+        t0: list[float | None] = [time.monotonic() - late_s - y.size / SR]
+        _take(w, src, Block(0, y), t0, 0, lambda sid, s, c, d: lags.append((s, d)))
+        assert lags[0][0] >= late_s and lags[0][1] is False  # no talk: nothing deferred
+        assert w.matcher is not None
+        return w.matcher.behind
+
+    assert behind(True, 2.0)
+    assert not behind(True, 0.0)
+    assert not behind(False, 2.0)
+    assert not behind(True, 2.0, behind_s=0.0)

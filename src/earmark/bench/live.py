@@ -35,7 +35,7 @@ from earmark.bench.grid import CLEAN, Edit, apply, speech_track
 from earmark.bench.identify import duplicates, split_manifest
 from earmark.detect.base import get_detector
 from earmark.live.events import LiveEvent
-from earmark.live.monitor import BEHIND_S, StreamWatcher, WatchParams
+from earmark.live.monitor import StreamWatcher, WatchParams
 from earmark.live.pool import SourceSpec, watch_parallel
 from earmark.live.sources import BLOCK_S, Block
 from earmark.service.catalog import Catalog, add_references, open_catalog
@@ -314,7 +314,7 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
             if p95_steady else None,
         "kept_up": bool(max(p95) < 1.0 and max(last) < 1.0),
         # votes under talk whose talk-over search waited because the loop was behind
-        # (monitor.BEHIND_S): how much sensitivity the run traded for its lag
+        # (WatchParams.behind_s): how much sensitivity the run traded for its lag
         "talk_searches_deferred": sum(deferred.values()),
         "streams_deferred": sorted(files[int(k[1:])].name for k in deferred if deferred[k])}
     # what each stream cost the loop per second of it (its blocks are the sources' default):
@@ -417,7 +417,8 @@ def report(res: Result) -> str:
                          "the CPU (the rest: reading and decoding, the processes' glue).")
         if "talk_searches_deferred" in c:
             lines.append(f"Talk-over searches deferred while a process was more than "
-                         f"{BEHIND_S} s behind: {c['talk_searches_deferred']} (streams: "
+                         f"{WatchParams().behind_s} s behind: "
+                         f"{c['talk_searches_deferred']} (streams: "
                          f"{', '.join(c['streams_deferred']) or 'none'}).")
     return "\n".join(lines) + "\n"
 

@@ -54,6 +54,11 @@ def monitor(
         "run the talk-over search every other vote: ~25 % less CPU on talk-held streams; "
         "music that starts under long talk can be found a hop later (0: every vote).")
     ] = 15.0,
+    behind_s: Annotated[float, typer.Option(
+        "--behind-s", min=0.0, max=60.0, help="When a process is this many seconds behind "
+        "a live stream's clock (a network stream, --realtime), that stream's votes skip "
+        "the talk-over search until it has caught up, so that one stream's burst does not "
+        "hold the others back (0: never skip).")] = 0.5,
     jobs: Annotated[int | None, typer.Option(
         "--jobs", "-j", min=1, help="Processes the streams are spread over (default: one per "
         "core, at most one per stream; standard input keeps everything in one).")] = None,
@@ -134,7 +139,7 @@ def monitor(
     sink = Fanout(*sinks, errors=lambda m: err.print(f"warning: {m}"))
     params = WatchParams(hop_s=hop_s, territory=territory.upper() if territory else None,
                          talk_over=not no_talk_over, far_hop_s=far_hop_s,
-                         talk_rest_s=talk_rest_s)
+                         talk_rest_s=talk_rest_s, behind_s=behind_s)
     if n_jobs > 1:
         watch_parallel(specs, home=home if cat is not None else None,
                        detector=det_name if det is not None else None, sink=sink,

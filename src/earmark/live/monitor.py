@@ -48,6 +48,9 @@ class WatchParams:
     far_hop_s: float = 2.5
     #: after this long of talk without a match, the talk-over search every other vote
     talk_rest_s: float = 15.0
+    #: a paced stream's block taken this many seconds after its end was due finds the
+    #: loop behind: its vote leaves the talk-over search out (0: never)
+    behind_s: float = 0.5
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
 
@@ -239,7 +242,7 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
     block's end in stream time: meaningful for sources played at real-time pace), the CPU
     seconds the block's processing took in this thread (what the stream costs; its reading
     and decoding run in the reader's thread and are not counted), and whether its vote left
-    the talk-over search out because the loop was more than :data:`BEHIND_S` behind (paced
+    the talk-over search out because the loop was more than ``params.behind_s`` behind (paced
     sources only: a burst of searches on some streams must not hold all the others back;
     the search runs again once the loop has caught up). The sink is called from the
     calling thread only.
@@ -307,9 +310,6 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
 #: ``on_lag(stream, lag_s, cpu_s, deferred)`` (see :func:`watch`)
 LagHook = Callable[[str, float, float, bool], None]
 _GOLDEN = 0.6180339887498949  #: the vote phase step from one stream to the next
-#: a paced stream's block taken this many seconds after its end was due finds the loop
-#: behind: its vote leaves the talk-over search out (:attr:`StreamMatcher.behind`)
-BEHIND_S = 0.5
 READ_AHEAD = 8  #: blocks a source's reader may hold ahead of its matching (4 s of 0.5 s)
 _READ_DONE = object()
 
@@ -334,7 +334,7 @@ def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | Non
     if m is not None and src.paced:
         # the loop is behind this stream's clock (a burst of other streams' searches): the
         # talk-over search waits until it has caught up (the plain votes go on)
-        m.behind = time.monotonic() - cast(float, t0[i]) - end_s > BEHIND_S
+        m.behind = 0 < w.p.behind_s < time.monotonic() - cast(float, t0[i]) - end_s
     c0 = time.thread_time()
     w.feed(item)
     if on_lag is not None:
