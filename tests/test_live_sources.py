@@ -508,31 +508,37 @@ def test_parallel_watch_reports_lag_and_cpu_per_block(tmp_path: Path,
         assert min(cpu) >= 0.0 and sum(cpu) > 0.0  # the catalog search ran in the worker
 
 
-def test_a_block_taken_late_from_a_paced_source_marks_the_loop_behind(
+def test_a_block_that_waited_for_the_loop_defers_the_talk_over_search(
         tmp_path: Path, catalog: Any) -> None:
-    """``watch``'s step: a block of a paced source (played in real time, or a network
-    stream) taken more than ``behind_s`` after its end was due sets the matcher's
-    ``behind`` (its vote leaves the talk-over search out); a block on time, a source read as
-    fast as it decodes, or ``behind_s`` 0 does not."""
+    """``watch``'s step: a paced source's block (played in real time, or a network stream)
+    that waited in the queue more than ``behind_s`` sets the matcher's ``behind``, and a
+    vote under talk then leaves the talk-over search out and says so through ``on_lag``; a
+    block on time, a source read as fast as it decodes, or ``behind_s`` 0 does not."""
+    from earmark.audio.effects import mix_over
+    from earmark.audio.generators import synth_speech_like
     from earmark.live.monitor import StreamWatcher, WatchParams, _take
 
-    path = write_audio(tmp_path / "a.flac", music(4, 3.0))
-    y = music(4, 3.0)[: SR // 2]
+    talk = synth_speech_like(sr=SR, duration=12.0, rng=np.random.default_rng(1))
+    y = mix_over(music(4, 12.0), talk, 0.0).astype(np.float32)
+    path = write_audio(tmp_path / "a.flac", y)
 
-    def behind(realtime: bool, late_s: float, behind_s: float = 0.5) -> bool:
+    def run(realtime: bool, waited_s: float, behind_s: float = 0.5) -> list[bool]:
         src = AudioSource(str(path), sr=SR, realtime=realtime)
         assert src.paced is realtime
         w = StreamWatcher("s", catalog=catalog, detector=None, sink=lambda e: None, sr=SR,
                           params=WatchParams(behind_s=behind_s))
-        lags: list[tuple[float, bool]] = []
-        # the stream's clock started so long ago that this block's end was due late_s ago
-        t0: list[float | None] = [time.monotonic() - late_s - y.size / SR]
-        _take(w, src, Block(0, y), t0, 0, lambda sid, s, c, d: lags.append((s, d)))
-        assert lags[0][0] >= late_s and lags[0][1] is False  # no talk: nothing deferred
-        assert w.matcher is not None
-        return w.matcher.behind
+        said: list[bool] = []
+        t0: list[float | None] = [None]
+        for i in range(0, y.size, SR // 2):
+            _take(w, src, Block(i, y[i:i + SR // 2]), t0, 0,
+                  lambda sid, s, c, d: said.append(d), time.monotonic() - waited_s)
+            assert w.matcher is not None and w.matcher.behind is (
+                realtime and 0 < behind_s < waited_s)
+        assert w.matcher.deferred == sum(said)
+        return said
 
-    assert behind(True, 2.0)
-    assert not behind(True, 0.0)
-    assert not behind(False, 2.0)
-    assert not behind(True, 2.0, behind_s=0.0)
+    late = run(True, 2.0)
+    assert sum(late) >= 4  # every vote under talk once the probe has heard it
+    assert not any(run(True, 0.0))
+    assert not any(run(False, 2.0))
+    assert not any(run(True, 2.0, behind_s=0.0))

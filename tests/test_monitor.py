@@ -67,7 +67,7 @@ def test_monitor_reads_raw_pcm_from_stdin(catalog_home: Path, library: Library) 
     pcm = (np.repeat(y[:, None], 2, axis=1) * 20000).astype("<i2").tobytes()
     # (every vote with every speed rung and the talk search: the options reach the matcher)
     events = monitor(catalog_home, "-", "--raw", f"s16le:{SR}:2", "--far-hop-s", "0",
-                     "--talk-rest-s", "0", "--behind-s", "0", stdin=pcm)
+                     "--talk-rest-s", "0", stdin=pcm)
     start = next(e for e in events if e["event"] == "match_started")
     assert start["stream"] == "stdin" and start["reference_id"] == "long"
 

@@ -316,6 +316,7 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
         # votes under talk whose talk-over search waited because the loop was behind
         # (WatchParams.behind_s): how much sensitivity the run traded for its lag
         "talk_searches_deferred": sum(deferred.values()),
+        "behind_s": WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over).behind_s,
         "streams_deferred": sorted(files[int(k[1:])].name for k in deferred if deferred[k])}
     # what each stream cost the loop per second of it (its blocks are the sources' default):
     # streams differ several-fold (talk over the music runs the talk-over search)
@@ -417,7 +418,7 @@ def report(res: Result) -> str:
                          "the CPU (the rest: reading and decoding, the processes' glue).")
         if "talk_searches_deferred" in c:
             lines.append(f"Talk-over searches deferred while a process was more than "
-                         f"{WatchParams().behind_s} s behind: "
+                         f"{c.get('behind_s')} s behind: "
                          f"{c['talk_searches_deferred']} (streams: "
                          f"{', '.join(c['streams_deferred']) or 'none'}).")
     return "\n".join(lines) + "\n"

@@ -270,6 +270,9 @@ class StreamMatcher:
             # (without the rows of the hops whose hashes all lie before s0: the votes would
             # leave them out, and the joined ones would copy them first)
             k, j = (0, 0) if parts is None else self._skip(start, s0)
+            far = (speed < self.provisional_speeds[0]) | (speed > self.provisional_speeds[1])
+            if far[:k].any() and not far[k:].any():
+                k = j = 0  # (the joined votes decide the near rungs first only with far ones)
             dt = np.float32(s0 - start)
             sub = QueryPrints(hashes=Hashes(hashes.key[k:], hashes.t[k:] - dt, hashes.f[k:],
                                             hashes.span[k:]),
@@ -305,7 +308,8 @@ class StreamMatcher:
         """The window ``start:end`` (stream frames) decided: its prints ``qp`` (window
         coordinates) with their candidates, then, with no match and talk over the music,
         joined to its talk-over companions (``fresh``: computed for this span now, not the
-        stream's pieces), then verified against the sketches."""
+        stream's pieces), then verified against the sketches. A resting vote, or one while
+        the caller is ``behind``, stops after the plain decision."""
         found = self.ident.identify_prints(qp, cand, parts)
         if found.status == "match" or self._audio is None or self.resting:
             return found
@@ -387,10 +391,12 @@ class StreamMatcher:
 
     def _first_rows(self, start: float) -> tuple[int, int]:
         """The first rows (absolute) of the window's hashes and candidates from stream
-        frame ``start`` on: those of the first hop with a hash at or after ``start``."""
+        frame ``start`` on: those of the first hop with a hash less than a frame before
+        ``start`` (the vote reads times in float32: a frame of slack, and the rows of a hop
+        kept so are left out by the vote as before)."""
         h0, c0 = self._h.first, self._c.first
         for m in self.hops:
-            if m.t_max >= start:
+            if m.t_max >= start - 1.0:
                 break
             h0, c0 = m.h_end, m.c_end
         return h0, c0

@@ -48,8 +48,9 @@ class WatchParams:
     far_hop_s: float = 2.5
     #: after this long of talk without a match, the talk-over search every other vote
     talk_rest_s: float = 15.0
-    #: a paced stream's block taken this many seconds after its end was due finds the
-    #: loop behind: its vote leaves the talk-over search out (0: never)
+    #: a paced stream's block (a network stream, a file played in real time) that waited
+    #: this many seconds for the loop finds it behind: its vote leaves the talk-over search
+    #: out (0: never)
     behind_s: float = 0.5
     grace: Grace = field(default_factory=Grace)
     territory: str | None = None
@@ -242,13 +243,15 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
     block's end in stream time: meaningful for sources played at real-time pace), the CPU
     seconds the block's processing took in this thread (what the stream costs; its reading
     and decoding run in the reader's thread and are not counted), and whether its vote left
-    the talk-over search out because the loop was more than ``params.behind_s`` behind (paced
-    sources only: a burst of searches on some streams must not hold all the others back;
-    the search runs again once the loop has caught up). The sink is called from the
-    calling thread only.
+    the talk-over search out because the block had waited more than ``params.behind_s`` for
+    the loop (paced sources only — network streams and files played in real time; a file
+    read as fast as it decodes, or standard input, always has blocks waiting: a burst of
+    searches on some streams must not hold all the others back; the search runs again once
+    the loop has caught up). The sink is called from the calling thread only.
     """
     srcs = list(sources)
-    todo: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
+    #: (source, item, when its reader queued it)
+    todo: queue.SimpleQueue[tuple[int, object, float]] = queue.SimpleQueue()
     room = [threading.Semaphore(READ_AHEAD) for _ in srcs]
 
     def read(i: int, src: AudioSource) -> None:
@@ -257,11 +260,11 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
                 while not room[i].acquire(timeout=0.2):
                     if src.closed:
                         return
-                todo.put((i, item))
+                todo.put((i, item, time.monotonic()))
         except Exception as exc:  # a bug must not take the other streams down
-            todo.put((i, exc))
+            todo.put((i, exc, time.monotonic()))
         finally:
-            todo.put((i, _READ_DONE))
+            todo.put((i, _READ_DONE, time.monotonic()))
 
     threads = [threading.Thread(target=read, args=(i, s), name=f"read-{s.id}", daemon=True)
                for i, s in enumerate(srcs)]
@@ -283,7 +286,7 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
                 for s in srcs:
                     s.close()
             try:
-                i, item = todo.get(timeout=0.2)
+                i, item, queued = todo.get(timeout=0.2)
             except queue.Empty:
                 continue
             if item is _READ_DONE:
@@ -294,7 +297,7 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
             if failed[i]:
                 continue
             try:
-                _take(watchers[i], srcs[i], item, t0, i, on_lag)
+                _take(watchers[i], srcs[i], item, t0, i, on_lag, queued)
             except Exception as exc:  # a bug must not take the other streams down
                 failed[i] = True
                 srcs[i].close()
@@ -315,8 +318,9 @@ _READ_DONE = object()
 
 
 def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | None], i: int,
-          on_lag: LagHook | None) -> None:
-    """One item a source's reader put in the queue: a block, an event, or its failure."""
+          on_lag: LagHook | None, queued: float | None = None) -> None:
+    """One item a source's reader put in the queue (at monotonic time ``queued``): a block,
+    an event, or its failure."""
     if isinstance(item, BaseException):
         raise item
     if isinstance(item, SourceEvent):
@@ -331,10 +335,13 @@ def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | Non
     end_s = (item.start + item.samples.size) / src.sr
     m = w.matcher
     waited = m.deferred if m is not None else 0
-    if m is not None and src.paced:
-        # the loop is behind this stream's clock (a burst of other streams' searches): the
-        # talk-over search waits until it has caught up (the plain votes go on)
-        m.behind = 0 < w.p.behind_s < time.monotonic() - cast(float, t0[i]) - end_s
+    if m is not None and src.paced and queued is not None:
+        # the block waited in the queue this long: the loop is behind (a burst of other
+        # streams' searches), and the talk-over search waits until it has caught up (the
+        # plain votes go on). The wait, not the stream's clock against the wall clock: a
+        # network stream's sender drifts, stalls briefly or sends in bursts, which would
+        # move the latter for good.
+        m.behind = 0 < w.p.behind_s < time.monotonic() - queued
     c0 = time.thread_time()
     w.feed(item)
     if on_lag is not None:
