@@ -244,10 +244,10 @@ def watch(sources: Iterable[AudioSource], *, catalog: Catalog | None,
     seconds the block's processing took in this thread (what the stream costs; its reading
     and decoding run in the reader's thread and are not counted), and whether its vote left
     the talk-over search out because the block had waited more than ``params.behind_s`` for
-    the loop (paced sources only — network streams and files played in real time; a file
-    read as fast as it decodes, or standard input, always has blocks waiting: a burst of
-    searches on some streams must not hold all the others back; the search runs again once
-    the loop has caught up). The sink is called from the calling thread only.
+    the loop: a burst of searches on some streams must not hold all the others back, and
+    the search runs again once the loop has caught up. Only paced sources (network streams,
+    files played in real time) defer: a file read as fast as it decodes, or standard input,
+    always has blocks waiting. The sink is called from the calling thread only.
     """
     srcs = list(sources)
     #: (source, item, when its reader queued it)
