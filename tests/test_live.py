@@ -5,6 +5,7 @@ and the per-stream watcher's events — on generated music and a real catalog/in
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -482,6 +483,20 @@ def test_window_rows_keep_what_a_list_keeps(ops: list[tuple[int, bool, int]]) ->
         assert rows.rows()["x"].tolist() == model + temp
 
 
+def _settled_windows(catalog: Catalog, library: Library, after_s: int
+                     ) -> Iterator[tuple[StreamMatcher, float, float]]:
+    """A matcher over non-catalog music then catalog music, pushed a second at a time (no
+    provisional prints): after ``after_s`` seconds, each second, the matcher and its
+    window's bounds (stream frames)."""
+    m = StreamMatcher(catalog.identifier, window_s=8.0, provisional=False)
+    y = stream_of(music(991, 7.0), library.signals["long"][5 * SR: 25 * SR])
+    for i in range(0, y.size, SR):
+        m.push(y[i:i + SR])
+        if i >= after_s * SR:
+            end = m.hops[-1].upto
+            yield m, end - m.window_frames, end
+
+
 def test_window_vote_equals_the_file_matcher_on_the_same_prints(catalog: Catalog,
                                                               library: Library) -> None:
     """A live vote reads its window in place: the oldest hops' hashes before the window's
@@ -493,15 +508,8 @@ def test_window_vote_equals_the_file_matcher_on_the_same_prints(catalog: Catalog
     from earmark.identify.match import align
     from earmark.index.base import Candidates
 
-    m = StreamMatcher(catalog.identifier, window_s=8.0, provisional=False)
-    y = stream_of(music(991, 7.0), library.signals["long"][5 * SR: 25 * SR])
     checked = 0
-    for i in range(0, y.size, SR):
-        m.push(y[i:i + SR])
-        if i < 12 * SR:
-            continue
-        end = m.hops[-1].upto
-        start = end - m.window_frames
+    for m, start, end in _settled_windows(catalog, library, 12):
         h, speed, cand, parts = m._view(start)
         assert (h.t < 0).any()  # the oldest hop straddles the start: dead rows are kept
         qp = QueryPrints(h, speed, (end - start) / m.fp.frame_rate, 1)
@@ -528,23 +536,17 @@ def test_window_vote_equals_the_file_matcher_on_the_same_prints(catalog: Catalog
 
 def test_the_newest_seconds_vote_on_their_own_rows(catalog: Catalog, library: Library) -> None:
     """The newest seconds of a window are decided on the rows of the hops that reach them
-    (:meth:`StreamMatcher._skip`): the same alignments as a vote over every row of the
-    window with the older hashes at negative times, which the vote leaves out."""
+    (:meth:`StreamMatcher._skip`, :func:`_drop_rows`): the same alignments as a vote over
+    every row of the window with the older hashes at negative times, which the vote
+    leaves out."""
     from earmark.identify.fingerprinter import QueryPrints
     from earmark.identify.hashes import Hashes
-    from earmark.identify.match import VoteParts, align
-    from earmark.index.base import Candidates
+    from earmark.identify.match import align
+    from earmark.live.matcher import _drop_rows
 
-    m = StreamMatcher(catalog.identifier, window_s=8.0, provisional=False)
-    y = stream_of(music(991, 7.0), library.signals["long"][5 * SR: 25 * SR])
-    fr = m.fp.frame_rate
     checked = 0
-    for i in range(0, y.size, SR):
-        m.push(y[i:i + SR])
-        if i < 9 * SR:
-            continue
-        end = m.hops[-1].upto
-        start = end - m.window_frames
+    for m, start, end in _settled_windows(catalog, library, 9):
+        fr = m.fp.frame_rate
         s0 = end - 4.0 * fr
         h, speed, cand, parts = m._view(start)
         k, j = m._skip(start, s0)
@@ -552,12 +554,10 @@ def test_the_newest_seconds_vote_on_their_own_rows(catalog: Catalog, library: Li
         dt = np.float32(s0 - start)
         whole = QueryPrints(Hashes(h.key, h.t - dt, h.f, h.span), speed, 4.0, 1)
         ref = align(whole, cand, m.ident.params, fr, replace(parts, t0=s0))
-        own = QueryPrints(Hashes(h.key[k:], h.t[k:] - dt, h.f[k:], h.span[k:]), speed[k:],
-                          4.0, 1)
-        c = Candidates(cand.qidx[j:] - k, cand.ref_key[j:], cand.entry[j:], cand.t[j:],
-                       cand.f[j:], cand.span[j:])
-        got = align(own, c, m.ident.params, fr,
-                    VoteParts(parts.hi[j:], parts.scale[j:], parts.o0[j:], s0))
+        hs, sp, c, vp = _drop_rows(h, speed, cand, parts, k, j)
+        assert vp is not None and len(hs) == len(h) - k and len(c) == len(cand) - j
+        own = QueryPrints(Hashes(hs.key, hs.t - dt, hs.f, hs.span), sp, 4.0, 1)
+        got = align(own, c, m.ident.params, fr, replace(vp, t0=s0))
         assert (h.t[:k] - dt < 0).all()  # the rows left out lie before the newest seconds
         assert ref, "the newest seconds hold catalog music"
 

@@ -273,18 +273,12 @@ class StreamMatcher:
             far = (speed < self.provisional_speeds[0]) | (speed > self.provisional_speeds[1])
             if far[:k].any() and not far[k:].any():
                 k = j = 0  # (the joined votes decide the near rungs first only with far ones)
+            hs, sp, sc, sparts = _drop_rows(hashes, speed, cand, parts, k, j)
             dt = np.float32(s0 - start)
-            sub = QueryPrints(hashes=Hashes(hashes.key[k:], hashes.t[k:] - dt, hashes.f[k:],
-                                            hashes.span[k:]),
-                              speed=speed[k:], duration_s=self.recent_s, n_peaks=qp.n_peaks)
-            sc = cand if not k + j else Candidates(
-                cand.qidx[j:] - k, cand.ref_key[j:], cand.entry[j:], cand.t[j:], cand.f[j:],
-                cand.span[j:])
-            sp = None if parts is None else VoteParts(parts.hi[j:], parts.scale[j:],
-                                                      parts.o0[j:], s0,
-                                                      None if parts.votes is None
-                                                      else parts.votes[k:])
-            got = self._judge(sub, sc, sp, s0, end, fresh=True)
+            sub = QueryPrints(hashes=Hashes(hs.key, hs.t - dt, hs.f, hs.span), speed=sp,
+                              duration_s=self.recent_s, n_peaks=qp.n_peaks)
+            got = self._judge(sub, sc, None if sparts is None else replace(sparts, t0=s0),
+                              s0, end, fresh=True)
             if got.status == "match":
                 found, t0 = got, s0
         t0_ms = round(t0 / fr * 1000)
@@ -585,6 +579,23 @@ TALK_PROBE_EVERY_S = 2.0  #: seconds of audio between two probes
 #: a pause of talk this long (no probe finding any) ends a stretch of talk: a shorter one
 #: does not start the count of ``talk_rest_s`` again
 TALK_BREAK_S = 10.0
+
+
+def _drop_rows(hashes: Hashes, speed: np.ndarray, cand: Candidates,
+               parts: VoteParts | None, k: int, j: int
+               ) -> tuple[Hashes, np.ndarray, Candidates, VoteParts | None]:
+    """A window's view (:meth:`StreamMatcher._view`) without its first ``k`` hashes and
+    first ``j`` candidates (those of the hops :meth:`StreamMatcher._skip` counts): views of
+    the rest, the candidates' ``qidx`` renumbered."""
+    if not k + j:
+        return hashes, speed, cand, parts
+    h = Hashes(hashes.key[k:], hashes.t[k:], hashes.f[k:], hashes.span[k:])
+    c = Candidates(cand.qidx[j:] - k, cand.ref_key[j:], cand.entry[j:], cand.t[j:],
+                   cand.f[j:], cand.span[j:])
+    vp = None if parts is None else VoteParts(
+        parts.hi[j:], parts.scale[j:], parts.o0[j:], parts.t0,
+        None if parts.votes is None else parts.votes[k:])
+    return h, speed[k:], c, vp
 
 
 def _window(hops: list[_Hop], start: float) -> tuple[Hashes, np.ndarray, Candidates]:
