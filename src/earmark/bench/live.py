@@ -289,12 +289,11 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
     sr = (get_detector(cfg.detector).sr if cfg.detector
           else cat.identifier.fingerprinter.sr)
     specs = [SourceSpec(str(f), f"s{i}", sr, realtime=True) for i, f in enumerate(files)]
+    params = WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over)
     cpu0 = _children_cpu()
     wall0 = time.monotonic()
     watch_parallel(specs, home=Path(cat.home), detector=cfg.detector, sink=lambda e: None,
-                   jobs=jobs,
-                   params=WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over),
-                   on_lag=on_lag)
+                   jobs=jobs, params=params, on_lag=on_lag)
     wall = time.monotonic() - wall0
     cpu = _children_cpu() - cpu0
     per = [np.asarray(x) for x in lags.values() if x]
@@ -316,7 +315,7 @@ def concurrency(cfg: LiveBenchConfig, cat: Catalog, non_paths: list[Path], n: in
         # votes under talk whose talk-over search waited because the loop was behind
         # (WatchParams.behind_s): how much sensitivity the run traded for its lag
         "talk_searches_deferred": sum(deferred.values()),
-        "behind_s": WatchParams(hop_s=cfg.hop_s, talk_over=cfg.talk_over).behind_s,
+        "behind_s": params.behind_s,
         "streams_deferred": sorted(files[int(k[1:])].name for k in deferred if deferred[k])}
     # what each stream cost the loop per second of it (its blocks are the sources' default):
     # streams differ several-fold (talk over the music runs the talk-over search)

@@ -55,10 +55,10 @@ def monitor(
         "music that starts under long talk can be found a hop later (0: every vote).")
     ] = 15.0,
     behind_s: Annotated[float, typer.Option(
-        "--behind-s", min=0.0, max=60.0, help="When a process is this many seconds behind "
-        "a live stream's clock (a network stream, --realtime), that stream's votes skip "
-        "the talk-over search until it has caught up, so that one stream's burst does not "
-        "hold the others back (0: never skip).")] = 0.5,
+        "--behind-s", min=0.0, max=60.0, help="When a live stream's block (a network "
+        "stream, --realtime) has waited this many seconds for its process, its vote skips "
+        "the talk-over search until the process has caught up, so that one stream's burst "
+        "does not hold the others back (0: never skip).")] = 0.5,
     jobs: Annotated[int | None, typer.Option(
         "--jobs", "-j", min=1, help="Processes the streams are spread over (default: one per "
         "core, at most one per stream; standard input keeps everything in one).")] = None,

@@ -330,9 +330,9 @@ def _take(w: StreamWatcher, src: AudioSource, item: object, t0: list[float | Non
                **({"gap_ms": item.gap_ms} if item.kind == "stream_reconnected" else {}))
         return
     assert isinstance(item, Block)
-    if t0[i] is None:  # the first block came in when its end was due
-        t0[i] = time.monotonic() - (item.start + item.samples.size) / src.sr
     end_s = (item.start + item.samples.size) / src.sr
+    if t0[i] is None:  # the first block came in when its end was due
+        t0[i] = time.monotonic() - end_s
     m = w.matcher
     waited = m.deferred if m is not None else 0
     if m is not None and src.paced and queued is not None:

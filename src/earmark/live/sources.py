@@ -272,7 +272,7 @@ class AudioSource:
         )
         self._closed = threading.Event()
         #: blocks come at the stream's own pace (a network stream, a file played in real
-        #: time): how far behind its clock they are taken means something
+        #: time): one waiting for the matching loop means the loop is behind
         self.paced = realtime or self.kind == "network"
         self._started = False
         self._pos = 0  # next sample index of the timeline
