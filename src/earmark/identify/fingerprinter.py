@@ -150,11 +150,18 @@ class TripletFingerprinter:
                            ) -> tuple[Hashes, int, np.ndarray]:
         """:meth:`reference` and the reference's sketch (:mod:`earmark.identify.verify`),
         from the same spectrogram in one pass."""
+        return self.reference_verified(blocks)[:3]
+
+    def reference_verified(self, blocks: Iterable[np.ndarray]
+                           ) -> tuple[Hashes, int, np.ndarray, Peaks]:
+        """:meth:`reference_sketched` and the peaks the hashes were made of (the
+        reference's constellation, :mod:`earmark.identify.constellation`)."""
         ps = PeakStream(self.spec, self.peaks, self.chunk_blocks)
         ps.sketch = SketchBuilder(self.spec.n_bins)
         out = [ps.push(b) for b in _nonempty(blocks)]
         out.append(ps.finish())
-        return triplet_hashes(Peaks.concat(out), self.hashes), ps.n_samples, ps.sketch.finish()
+        pk = Peaks.concat(out)
+        return triplet_hashes(pk, self.hashes), ps.n_samples, ps.sketch.finish(), pk
 
     def view(self, y: np.ndarray, speech_cells: np.ndarray | None = None) -> QueryView:
         """What verification reads of a query (:class:`~earmark.identify.verify.QueryView`)."""

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from earmark.identify.calibrate import Calibration
+from earmark.identify.constellation import ConstellationParams, check, hypotheses
 from earmark.identify.fingerprinter import (
     Fingerprinter,
     QueryPrints,
@@ -21,7 +22,14 @@ from earmark.identify.fingerprinter import (
     in_threads,
 )
 from earmark.identify.hashes import Hashes
-from earmark.identify.match import Alignment, MatchParams, VoteParts, align, vote_parts
+from earmark.identify.match import (
+    Alignment,
+    MatchParams,
+    VoteParts,
+    _segments,
+    align,
+    vote_parts,
+)
 from earmark.identify.verify import QueryView, agreement
 from earmark.index.base import Candidates, IndexBackend
 
@@ -79,6 +87,12 @@ class Identifier:
     #: alignments verified per query, best scores first (the rest are judged by
     #: ``plain_calibration``)
     verify_top: int = 24
+    #: reference constellations by key (:mod:`earmark.identify.constellation`): a query
+    #: under talk that nothing matched is checked peak by peak against its vote cells'
+    #: references (None: no check)
+    constellations: Callable[[Sequence[int]], dict[int, tuple[np.ndarray, np.ndarray]]
+                             ] | None = None
+    constellation: ConstellationParams = field(default_factory=ConstellationParams)
 
     #: a query's first pass uses the ladder's rungs within these speeds; the far rungs are
     #: added only when it did not settle the query (:meth:`settled`). None: every rung at once
@@ -203,12 +217,13 @@ class Identifier:
         cells, tview = self._talk_cells(y, view, verifying)
         if cells is not None:  # talk over the music: its companions near speed 1 first
             passes.add(fp.companions(y, cells, first))  # type: ignore[attr-defined]
+            near = passes.n
             res = passes.decide(tview)
             if self.settled(res, self.talk_accept):
                 return res
             passes.add(fp.query_plain(y, rest))  # type: ignore[attr-defined]
             passes.add(fp.companions(y, cells, rest))  # type: ignore[attr-defined]
-            return passes.decide(tview)
+            return self._constellation(y, cells, passes, passes.decide(tview), near)
         mark = passes.mark()
         passes.add(fp.query_plain(y, rest))  # type: ignore[attr-defined]
         res = passes.decide(view)
@@ -248,7 +263,41 @@ class Identifier:
                                                                             tview)
         passes.ident = self.later()
         passes.add(self.fingerprinter.companions(y, cells))  # type: ignore[attr-defined]
-        return passes.decide(tview)
+        return self._constellation(y, cells, passes, passes.decide(tview))
+
+    def _constellation(self, y: np.ndarray, cells: np.ndarray, passes: _Passes,
+                       res: Identification, upto: int | None = None) -> Identification:
+        """A query under talk that nothing matched, checked peak by peak
+        (:mod:`earmark.identify.constellation`): the vote cells of its candidates (the
+        first ``upto``: the near rungs'), as hypotheses, its peaks among the music's cells
+        against their references' own. A reference whose best cell outweighs every other
+        reference's ``min_ratio`` times is the match, with the check's confidence."""
+        cp = self.constellation
+        if res.status == "match" or self.constellations is None or passes.voter is not None \
+                or not hasattr(self.fingerprinter, "masked_query_peaks") or not passes.n:
+            return res
+        fp = self.fingerprinter
+        n = passes.n if upto is None else upto
+        r = {k: v[:n] for k, v in passes.rows.items()}
+        h = passes.qp.hashes
+        hyp = hypotheses(r["ref_key"], r["t"], h.t[r["qidx"]], r["scale"],
+                         h.f[r["qidx"]] - r["f"], 0.5 * passes.qp.duration_s * fp.frame_rate,
+                         self.params.offset_bin, self.params.shift_bin,
+                         self.params.log_scale_bin, cp)
+        if not len(hyp):
+            return res
+        maps = self.constellations(sorted({int(k) for k in hyp.ref_key}))
+        pk = fp.masked_query_peaks(y, cells)
+        found = check(pk.t, pk.f, hyp, maps, cp)
+        if found is None or found.ratio < cp.min_ratio:
+            return res
+        a = Alignment(ref_key=found.ref_key, score=found.landed, offset=found.offset,
+                      scale=found.scale, shift=found.shift,
+                      segments=_segments(found.q_times, self.params.gap_s * fp.frame_rate),
+                      q_times=found.q_times, ref_hits=res.ref_hits.get(found.ref_key, 0))
+        m = self._to_match(a, found.confidence, 0, res.duration_ms)
+        return Identification("match", None, res.duration_ms, [m], raw=[*res.raw, a],
+                              ref_hits=res.ref_hits)
 
     def first_rungs(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The fingerprinter's ladder split into the rungs tried first (within

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -86,17 +87,36 @@ def sketch_of(S: np.ndarray, params: SketchParams = SketchParams()) -> np.ndarra
     return b.finish()
 
 
-def pack(sketch: np.ndarray) -> bytes:
-    """4-bit packing: two cells per byte, then the row width (uint16) at the front."""
+def pack(sketch: np.ndarray, constellation: bytes | None = None) -> bytes:
+    """4-bit packing: two cells per byte, then the row width (uint16) at the front. With a
+    ``constellation`` (:func:`earmark.identify.constellation.pack`), the blob starts with
+    ``CONSTELLATION``, its length (uint32) and it, then the sketch as before."""
     flat = (sketch.astype(np.int16).ravel() + 8).astype(np.uint8)
     if flat.size % 2:
         flat = np.append(flat, np.uint8(8))
-    return (np.uint16(sketch.shape[1]).tobytes()
+    head = b"" if constellation is None else (
+        CONSTELLATION + np.uint32(len(constellation)).tobytes() + constellation)
+    return (head + np.uint16(sketch.shape[1]).tobytes()
             + (flat[0::2] << 4 | flat[1::2]).astype(np.uint8).tobytes())
 
 
+#: the first bytes of a blob that carries the reference's constellation before its sketch
+#: (a sketch alone starts with its width, 30 for the default parameters)
+CONSTELLATION = b"C1"
+
+
+def split(blob: bytes) -> tuple[bytes, bytes | None]:
+    """A stored blob as ``(sketch, constellation)``; None: a blob written before
+    constellations."""
+    if blob[:2] != CONSTELLATION:
+        return blob, None
+    n = int(np.frombuffer(blob[2:6], np.uint32)[0])
+    return blob[6 + n:], blob[6: 6 + n]
+
+
 def unpack(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`pack`: int8 levels, shape ``(cells, width)``."""
+    """Inverse of :func:`pack` (the sketch): int8 levels, shape ``(cells, width)``."""
+    blob = split(blob)[0]
     width = int(np.frombuffer(blob[:2], np.uint16)[0])
     b = np.frombuffer(blob[2:], np.uint8)
     flat = np.empty(b.size * 2, np.int8)
@@ -196,25 +216,29 @@ class SketchCache:
     """Unpacked sketches by reference key, loaded on demand from ``load`` (a store's
     ``sketches``), the most recently used kept in memory up to ``max_bytes`` (a 4-minute
     reference takes ~56 kB unpacked). Keys are never reused, so an entry of a removed
-    reference is only dead weight."""
+    reference is only dead weight. With another ``unpack`` (None for a blob without what
+    it reads) it caches that instead: :func:`earmark.identify.constellation.of_blob`."""
 
     def __init__(self, load: Callable[[Iterable[int]], dict[int, bytes]],
-                 max_bytes: int = 64 << 20) -> None:
+                 max_bytes: int = 64 << 20,
+                 unpack: Callable[[bytes], Any] = unpack) -> None:
         self.load = load
         self.max_bytes = max_bytes
+        self.unpack = unpack
         self._bytes = 0
-        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[int, Any] = OrderedDict()
         self._missing: set[int] = set()
 
-    def get(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
+    def get(self, keys: Sequence[int]) -> dict[int, Any]:
         """The sketches of those ``keys`` that have one."""
         want = [k for k in keys if k not in self._items and k not in self._missing]
         if want:
             got = self.load(want)
             for k in want:
-                if k in got:
-                    self._items[k] = unpack(got[k])
-                    self._bytes += self._items[k].nbytes
+                item = self.unpack(got[k]) if k in got else None
+                if item is not None:
+                    self._items[k] = item
+                    self._bytes += _nbytes(item)
                 else:
                     self._missing.add(k)
         out = {}
@@ -223,5 +247,12 @@ class SketchCache:
                 self._items.move_to_end(k)
                 out[k] = self._items[k]
         while self._bytes > self.max_bytes and len(self._items) > len(out):
-            self._bytes -= self._items.popitem(last=False)[1].nbytes
+            self._bytes -= _nbytes(self._items.popitem(last=False)[1])
         return out
+
+
+def _nbytes(item: Any) -> int:
+    """Memory of a cached array or tuple of arrays."""
+    if isinstance(item, tuple):
+        return sum(int(a.nbytes) for a in item)
+    return int(item.nbytes)

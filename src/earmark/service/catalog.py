@@ -45,6 +45,7 @@ from earmark.errors import (
     InputError,
     UnknownReference,
 )
+from earmark.identify.constellation import of_blob
 from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
 from earmark.identify.identifier import Identifier
 from earmark.identify.verify import SketchCache
@@ -218,7 +219,9 @@ class Catalog:
         """The matcher over this catalog's shard (built on first use)."""
         if self._identifier is None:
             self._identifier = Identifier(shards=[self.index], fingerprinter=self.fingerprinter,
-                                          sketches=SketchCache(self.store.sketches).get)
+                                          sketches=SketchCache(self.store.sketches).get,
+                                          constellations=SketchCache(
+                                              self.store.sketches, unpack=of_blob).get)
         return self._identifier
 
     def references_by_key(self, keys: Iterable[int]) -> dict[int, Reference]:

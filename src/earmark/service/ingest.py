@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from earmark.audio.decode import SILENCE_PEAK, iter_blocks
 from earmark.errors import FileMissing, InputError, ManifestError, SilentInput
+from earmark.identify import constellation
 from earmark.identify.fingerprinter import Fingerprinter, TripletFingerprinter
 from earmark.identify.hashes import Hashes
 from earmark.identify.verify import pack
@@ -47,8 +48,8 @@ class FingerprintResult(NamedTuple):
     hashes: Hashes
     n_samples: int
     duration_ms: int
-    #: the reference's packed sketch (:func:`earmark.identify.verify.pack`), when the
-    #: fingerprinter makes one
+    #: the reference's packed sketch and constellation
+    #: (:func:`earmark.identify.verify.pack`), when the fingerprinter makes them
     sketch: bytes | None = None
 
 
@@ -106,9 +107,9 @@ def fingerprint_file(
             yield b
 
     sketch = None
-    if hasattr(fp, "reference_sketched"):
-        hashes, n, sk = fp.reference_sketched(blocks())
-        sketch = pack(sk)
+    if hasattr(fp, "reference_verified"):
+        hashes, n, sk, pk = fp.reference_verified(blocks())
+        sketch = pack(sk, constellation.pack(pk.t, pk.f))
     else:
         hashes, n = fp.reference(blocks())
     if peak < SILENCE_PEAK:
