@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import needs_ffmpeg
 
+from conftest import needs_ffmpeg
 from earmark.audio.generators import synth_music, synth_speech_like
 from earmark.identify import constellation as C
 from earmark.identify.fingerprinter import TripletFingerprinter
+from earmark.identify.hashes import Hashes
 from earmark.identify.identifier import Identifier
-from earmark.identify.match import MatchParams
+from earmark.identify.match import MatchParams, vote_parts
 from earmark.identify.verify import SketchCache, pack, split, unpack
-from earmark.index.base import IndexItem
+from earmark.index.base import Candidates, IndexItem
 from earmark.index.segments import SegmentIndex
 from earmark.service.ingest import fingerprint_file
 
@@ -86,7 +87,8 @@ def _query(refs: dict[int, tuple[np.ndarray, np.ndarray]], key: int, t0: float, 
 def _hyp(refs: dict[int, tuple[np.ndarray, np.ndarray]], key: int, t0: float, scale: float,
          shift: float, delta: float, seed: int) -> C.Hypotheses:
     """Vote candidates: three on the right line (with the tempo and shift a triplet gives,
-    a little off; at least two share a vote cell) among 4,000 chance ones."""
+    a little off; at least two share a vote cell) among 4,000 chance ones, with the
+    vote's own parts (:func:`vote_parts`)."""
     rng = np.random.default_rng(seed)
     n = 4000
     ref = rng.integers(1, len(refs) + 1, n)
@@ -100,9 +102,13 @@ def _hyp(refs: dict[int, tuple[np.ndarray, np.ndarray]], key: int, t0: float, sc
     t_ref[:3] = t0 + (tq_true - delta) * scale
     sc[:3] = scale * 1.015
     sh[:3] = shift + 0.3
-    p = MatchParams()
-    return C.hypotheses(ref, t_ref, t_q, sc, sh, delta + 2.5 * FPS, p.offset_bin, p.shift_bin,
-                        p.log_scale_bin)
+    span = np.full(n, 20.0, np.float32)  # query spans; the reference's give the tempo
+    f_q = rng.uniform(40, 140, n).astype(np.float32)
+    h = Hashes(np.zeros(n, np.uint32), t_q.astype(np.float32), f_q, span)
+    cand = Candidates(np.arange(n), ref, np.arange(n), t_ref.astype(np.float32),
+                      (f_q - sh).astype(np.float32), (span * sc).astype(np.float32))
+    vp = vote_parts(h, cand)
+    return C.hypotheses(ref, vp.hi, cand.t, h.t, vp.scale, h.f - cand.f, delta + 2.5 * FPS)
 
 
 @settings(max_examples=20, deadline=None)

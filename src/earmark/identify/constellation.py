@@ -32,6 +32,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from earmark.identify.match import MatchParams
+from earmark.identify.verify import split
+
 T_STEP = 4  #: stored times in quarter frames ...
 F_STEP = 256  #: ... and frequencies in 1/256 of a log bin
 _GAP = 0xFFFF  #: frequency code of a filler entry that only carries a long time gap
@@ -92,8 +95,6 @@ def unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
 def of_blob(blob: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     """The constellation of a stored sketch blob (:func:`earmark.identify.verify.split`),
     unpacked; None for a blob written before constellations."""
-    from earmark.identify.verify import split
-
     c = split(blob)[1]
     return None if c is None else unpack(c)
 
@@ -115,51 +116,37 @@ class Hypotheses:
         return int(self.ref_key.size)
 
 
-def hypotheses(ref_key: np.ndarray, t_ref: np.ndarray, t_query: np.ndarray,
+def hypotheses(ref_key: np.ndarray, hi: np.ndarray, t_ref: np.ndarray, t_query: np.ndarray,
                scale: np.ndarray, shift: np.ndarray, centre: float,
-               offset_bin: float, shift_bin: float, log_scale_bin: float,
+               match: MatchParams = MatchParams(),
                params: ConstellationParams = ConstellationParams()) -> Hypotheses:
-    """The vote cells (reference, shift, log scale, offset at the query's ``centre``) of
-    candidates with their anchor times in the reference and the query (frames), tempo ratio
-    (0: out of range, left out) and frequency shift (bins), with at least ``min_hits``
-    candidates each: each as the means of its candidates."""
+    """The vote cells of candidates (reference × the vote's shift and log-scale bins ``hi``
+    × offset at the query's ``centre`` in ``match.offset_bin`` frames, as the vote makes
+    them: :class:`~earmark.identify.match.VoteParts`) with at least ``min_hits``
+    candidates, each as the means of its candidates' anchor times in the reference and the
+    query (frames), tempo ratio (0: out of range, left out) and frequency shift (bins)."""
     ok = scale > 0
-    ref_key, t_ref, t_query = ref_key[ok], t_ref[ok].astype(np.float64), t_query[ok]
-    scale, shift = scale[ok], shift[ok]
+    ref_key, hi, t_query = ref_key[ok], hi[ok], t_query[ok].astype(np.float64)
+    t_ref, scale, shift = t_ref[ok].astype(np.float64), scale[ok], shift[ok]
     if not ref_key.size:
         z = np.zeros(0)
         return Hypotheses(z.astype(np.int64), z, z, z, z, z.astype(np.int64))
     at_centre = t_ref + scale * (centre - t_query)
-    cell = ((ref_key.astype(np.int64) << 40)
-            | ((np.floor(shift / shift_bin + 0.5).astype(np.int64) & 0xFF) << 32)
-            | ((np.floor(np.log2(scale) / log_scale_bin + 0.5).astype(np.int64) & 0xFF) << 24)
-            | (np.floor(at_centre / offset_bin + 0.5).astype(np.int64) & 0xFFFFFF))
+    cell = ((ref_key.astype(np.int64) << 40) | (hi.astype(np.int64) << 24)
+            | (np.floor(at_centre / match.offset_bin + 0.5).astype(np.int64) & 0xFFFFFF))
     order = np.argsort(cell, kind="stable")
     cell = cell[order]
     starts = np.flatnonzero(np.diff(cell, prepend=cell[0] - 1))
     counts = np.diff(np.append(starts, cell.size))
-    keep = counts >= params.min_hits
-    starts, counts = starts[keep], counts[keep]
-    best = np.argsort(-counts, kind="stable")[: params.max_cells]
-    starts, counts = starts[best], counts[best]
+    keep = np.flatnonzero(counts >= params.min_hits)
+    keep = keep[np.argsort(-counts[keep], kind="stable")[: params.max_cells]]
+    counts = counts[keep]
 
     def mean(x: np.ndarray) -> np.ndarray:
-        return _cell_sums(x[order].astype(np.float64), starts, counts) / counts
+        return np.add.reduceat(x[order].astype(np.float64), starts)[keep] / counts
 
-    tq = mean(t_query.astype(np.float64))
-    return Hypotheses(ref_key[order][starts], mean(t_ref), tq, mean(scale), mean(shift),
-                      counts)
-
-
-@numba.njit(cache=True, nogil=True)
-def _cell_sums(x, starts, counts):  # pragma: no cover - compiled
-    out = np.zeros(starts.size)
-    for i in range(starts.size):
-        s = 0.0
-        for j in range(starts[i], starts[i] + counts[i]):
-            s += x[j]
-        out[i] = s
-    return out
+    return Hypotheses(ref_key[order][starts[keep]], mean(t_ref), mean(t_query), mean(scale),
+                      mean(shift), counts)
 
 
 @dataclass
@@ -174,12 +161,9 @@ class Found:
     scale: float
     shift: float
     q_times: np.ndarray  #: query times of the peaks that land (frames, sorted)
-    rival_floor: float = 8.0  #: :attr:`ConstellationParams.rival_floor`
-
-    @property
-    def ratio(self) -> float:
-        """The weight over the rival's (or the floor, whichever is more)."""
-        return self.weight / max(self.rival, self.rival_floor, 1e-9)
+    #: the weight over the rival's, or over :attr:`ConstellationParams.rival_floor`,
+    #: whichever is more
+    ratio: float
 
     @property
     def confidence(self) -> float:
@@ -196,18 +180,16 @@ def check(qt: np.ndarray, qf: np.ndarray, hyp: Hypotheses,
 
     Returns the best cell's reference with its weight and the best weight of any other
     reference; whether that is a match is the caller's (:attr:`Found.ratio`)."""
-    have = np.array([int(k) in maps for k in hyp.ref_key], bool)
+    have = np.isin(hyp.ref_key, np.fromiter(maps, np.int64, len(maps)))
     if not have.any() or qt.size == 0:
         return None
-    refs = sorted({int(k) for k in hyp.ref_key[have]})
-    slot = {k: i for i, k in enumerate(refs)}
-    bounds = np.zeros(len(refs) + 1, np.int64)
-    for i, k in enumerate(refs):
-        bounds[i + 1] = bounds[i] + maps[k][0].size
-    rt = np.concatenate([maps[k][0] for k in refs]).astype(np.float64)
-    rf = np.concatenate([maps[k][1] for k in refs]).astype(np.float64)
     idx = np.flatnonzero(have)
-    rs = np.array([slot[int(k)] for k in hyp.ref_key[idx]], np.int64)
+    refs = np.unique(hyp.ref_key[idx])
+    rs = np.searchsorted(refs, hyp.ref_key[idx]).astype(np.int64)
+    bounds = np.zeros(refs.size + 1, np.int64)
+    bounds[1:] = np.cumsum([maps[int(k)][0].size for k in refs])
+    rt = np.concatenate([maps[int(k)][0] for k in refs]).astype(np.float64)
+    rf = np.concatenate([maps[int(k)][1] for k in refs]).astype(np.float64)
     o = np.argsort(qt, kind="stable")
     qt64, qf64 = np.asarray(qt, np.float64)[o], np.asarray(qf, np.float64)[o]
     off, sc, sh = hyp.offset[idx].copy(), hyp.scale[idx].copy(), hyp.shift[idx].copy()
@@ -219,21 +201,24 @@ def check(qt: np.ndarray, qf: np.ndarray, hyp: Hypotheses,
     b = int(top[np.argmax(w[top])])
     others = w[top][rs[top] != rs[b]]
     rival = float(others.max()) if others.size else 0.0
-    landed = _landed(rs[b], off[b], cen[b], sc[b], sh[b], qt64, qf64, bounds, rt, rf,
-                     params.dt, params.df)
-    q_times = np.sort(qt64[landed]).astype(np.float32)
-    return Found(ref_key=refs[rs[b]], weight=float(w[b]), rival=rival,
-                 landed=int(landed.sum()), offset=float(off[b] - sc[b] * cen[b]),
-                 scale=float(sc[b]), shift=float(sh[b]), q_times=q_times,
-                 rival_floor=params.rival_floor)
+    landed = np.zeros(qt64.size, np.bool_)
+    z = np.zeros(0)
+    n = _weigh(rs[b], off[b], cen[b], sc[b], sh[b], qt64, qf64, bounds, rt, rf, params.dt,
+               params.df, z, z, landed)[1]
+    return Found(ref_key=int(refs[rs[b]]), weight=float(w[b]), rival=rival, landed=int(n),
+                 offset=float(off[b] - sc[b] * cen[b]), scale=float(sc[b]),
+                 shift=float(sh[b]), q_times=qt64[landed].astype(np.float32),
+                 ratio=float(w[b]) / max(rival, params.rival_floor, 1e-9))
 
 
 @numba.njit(cache=True, nogil=True)
-def _weigh(r, off, cen, s, sh, qt, qf, bounds, rt, rf, dt, df, res_t, res_f):  # pragma: no cover
+def _weigh(r, off, cen, s, sh, qt, qf, bounds, rt, rf, dt, df, res_t, res_f,
+           landed):  # pragma: no cover
     """Weight of one hypothesis: per query peak, the closest reference peak within the
     tolerance box counts ``exp(-2 e)`` (``e`` its squared distance in tolerance units);
-    the residuals of those that land go to ``res_t`` / ``res_f`` (when they have room).
-    Returns (weight, peaks landed)."""
+    the residuals of those that land go to ``res_t`` / ``res_f`` (when they have room),
+    and ``landed[i]`` is set for each that lands (when ``landed`` has room). Returns
+    (weight, peaks landed)."""
     a, b = bounds[r], bounds[r + 1]
     n = 0
     w = 0.0
@@ -270,6 +255,8 @@ def _weigh(r, off, cen, s, sh, qt, qf, bounds, rt, rf, dt, df, res_t, res_f):  #
             if n < res_t.size:
                 res_t[n] = bt
                 res_f[n] = bf
+            if i < landed.size:
+                landed[i] = True
             n += 1
             w += np.exp(-2.0 * best)
     return w, n
@@ -279,9 +266,10 @@ def _weigh(r, off, cen, s, sh, qt, qf, bounds, rt, rf, dt, df, res_t, res_f):  #
 def _weigh_all(rs, off, cen, sc, sh, qt, qf, bounds, rt, rf, dt, df):  # pragma: no cover
     w = np.zeros(rs.size)
     z = np.zeros(0)
+    zb = np.zeros(0, np.bool_)
     for c in range(rs.size):
         w[c] = _weigh(rs[c], off[c], cen[c], sc[c], sh[c], qt, qf, bounds, rt, rf, dt, df,
-                      z, z)[0]
+                      z, z, zb)[0]
     return w
 
 
@@ -292,6 +280,7 @@ def _refine(top, rs, off, cen, sc, sh, w, qt, qf, bounds, rt, rf, dt, df,
     moved by the median residual of the peaks that land; ``off``, ``sc``, ``sh`` and ``w``
     updated in place."""
     z = np.zeros(0)
+    zb = np.zeros(0, np.bool_)
     res_t = np.zeros(qt.size)
     res_f = np.zeros(qt.size)
     for c in top:
@@ -300,31 +289,16 @@ def _refine(top, rs, off, cen, sc, sh, w, qt, qf, bounds, rt, rf, dt, df,
         for k in range(-steps, steps + 1):
             s = sc[c] * (1.0 + 0.01 * k)
             n = _weigh(rs[c], off[c], cen[c], s, sh[c], qt, qf, bounds, rt, rf, dt, df,
-                       z, z)[1]
+                       z, z, zb)[1]
             if n > best_n:
                 best_n = n
                 best_s = s
         sc[c] = best_s
         n = _weigh(rs[c], off[c], cen[c], sc[c], sh[c], qt, qf, bounds, rt, rf, dt, df,
-                   res_t, res_f)[1]
+                   res_t, res_f, zb)[1]
         if n >= 3:
             off[c] += np.median(res_t[:n])
             sh[c] -= np.median(res_f[:n])
         w[c] = _weigh(rs[c], off[c], cen[c], sc[c], sh[c], qt, qf, bounds, rt, rf, dt, df,
-                      z, z)[0]
+                      z, z, zb)[0]
 
-
-def _landed(r: int, off: float, cen: float, s: float, sh: float, qt: np.ndarray,
-            qf: np.ndarray, bounds: np.ndarray, rt: np.ndarray, rf: np.ndarray,
-            dt: float, df: float) -> np.ndarray:
-    """Which query peaks land on the reference's under one hypothesis (bool, per peak)."""
-    out = np.zeros(qt.size, bool)
-    a, b = int(bounds[r]), int(bounds[r + 1])
-    tr = off + s * (qt - cen)
-    fr = qf - sh
-    lo = np.searchsorted(rt[a:b], tr - dt) + a
-    hi = np.searchsorted(rt[a:b], tr + dt, side="right") + a
-    for i in range(qt.size):
-        if hi[i] > lo[i] and np.any(np.abs(rf[lo[i]:hi[i]] - fr[i]) <= df):
-            out[i] = True
-    return out

@@ -26,8 +26,8 @@ from earmark.identify.match import (
     Alignment,
     MatchParams,
     VoteParts,
-    _segments,
     align,
+    segments_of,
     vote_parts,
 )
 from earmark.identify.verify import QueryView, agreement
@@ -277,23 +277,21 @@ class Identifier:
                 or not hasattr(self.fingerprinter, "masked_query_peaks") or not passes.n:
             return res
         fp = self.fingerprinter
-        n = passes.n if upto is None else upto
-        r = {k: v[:n] for k, v in passes.rows.items()}
+        r = passes.upto(upto)
         h = passes.qp.hashes
-        hyp = hypotheses(r["ref_key"], r["t"], h.t[r["qidx"]], r["scale"],
+        hyp = hypotheses(r["ref_key"], r["hi"], r["t"], h.t[r["qidx"]], r["scale"],
                          h.f[r["qidx"]] - r["f"], 0.5 * passes.qp.duration_s * fp.frame_rate,
-                         self.params.offset_bin, self.params.shift_bin,
-                         self.params.log_scale_bin, cp)
+                         self.params, cp)
         if not len(hyp):
             return res
-        maps = self.constellations(sorted({int(k) for k in hyp.ref_key}))
+        maps = self.constellations(np.unique(hyp.ref_key).tolist())
         pk = fp.masked_query_peaks(y, cells)
         found = check(pk.t, pk.f, hyp, maps, cp)
         if found is None or found.ratio < cp.min_ratio:
             return res
         a = Alignment(ref_key=found.ref_key, score=found.landed, offset=found.offset,
                       scale=found.scale, shift=found.shift,
-                      segments=_segments(found.q_times, self.params.gap_s * fp.frame_rate),
+                      segments=segments_of(found.q_times, self.params.gap_s * fp.frame_rate),
                       q_times=found.q_times, ref_hits=res.ref_hits.get(found.ref_key, 0))
         m = self._to_match(a, found.confidence, 0, res.duration_ms)
         return Identification("match", None, res.duration_ms, [m], raw=[*res.raw, a],
@@ -502,6 +500,12 @@ class _Passes:
         """Forget the passes added after ``mark`` (their rows are overwritten next)."""
         self.qp, self.n = mark
 
+    def upto(self, n: int | None = None) -> dict[str, np.ndarray]:
+        """The rows of the candidates and their vote parts of the passes so far (or of the
+        first ``n`` candidates), by field."""
+        n = self.n if n is None else n
+        return {k: v[:n] for k, v in self.rows.items()}
+
     def add(self, extra: QueryPrints) -> None:
         if self.voter is None:
             self._append(self.ident._lookup_parts(extra.hashes), len(self.qp.hashes))
@@ -513,7 +517,7 @@ class _Passes:
                                                                verify_top=verify_top)
         if self.voter is not None:  # the vote spread over the shards
             return ident._shards_vote(self.voter, self.qp, view)
-        r = {k: v[: self.n] for k, v in self.rows.items()}
+        r = self.upto()
         cand = Candidates(r["qidx"], r["ref_key"], r["entry"], r["t"], r["f"], r["span"])
         return ident.identify_prints(self.qp, cand, VoteParts(r["hi"], r["scale"], r["o0"]),
                                      view=view)

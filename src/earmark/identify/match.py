@@ -257,13 +257,15 @@ def align_ranked(qp: QueryPrints, cand: Candidates, params: MatchParams = MatchP
         g = int(grp[ci])
         results.append((examined[ci], Alignment(
             ref_key=int(refs[g]), score=int(score[j]), offset=float(a[j]), scale=float(s[j]),
-            shift=float(shift_est[j]), segments=_segments(qt, params.gap_s * frame_rate),
+            shift=float(shift_est[j]), segments=segments_of(qt, params.gap_s * frame_rate),
             q_times=qt.astype(np.float32), ref_hits=int(hits[g]),
             extra=bool(listed[chosen[ci]]))))
     return RankedAlignments(examined, results)
 
 
-def _segments(qt: np.ndarray, gap: float) -> list[tuple[float, float]]:
+def segments_of(qt: np.ndarray, gap: float) -> list[tuple[float, float]]:
+    """Sorted query times (frames) cut where they leave a gap over ``gap`` frames:
+    ``[(first, last), ...]``."""
     if qt.size == 0:
         return []
     cuts = np.nonzero(np.diff(qt) > gap)[0]
